@@ -1,0 +1,7 @@
+"""Command line of the Ray AI platform.
+
+Not built yet: this package only reserves its place in the workspace. Its issue
+(see the project's issue list) brings the code.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""NATS to Ray Serve bridge and Kubeflow pipelines started over NATS.
+
+Not built yet: this package only reserves its place in the workspace. Its issue
+(see the project's issue list) brings the code.
+"""
+
+__version__ = "0.1.0"
