@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -46,8 +47,17 @@ CollectionName = Annotated[
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")
 ]
+
+
+def _non_blank(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("must not be empty or only whitespace")
+    return stripped
+
+
 Query = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
+    str, StringConstraints(max_length=MAX_QUERY_CHARS), AfterValidator(_non_blank)
 ]
 
 
