@@ -7,4 +7,8 @@ import os
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "handler_base.testing.ray_fixtures",
+    "handler_base.testing.milvus_fixtures",
+    "handler_base.testing.nats_fixtures",
+]

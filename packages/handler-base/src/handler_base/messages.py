@@ -41,9 +41,7 @@ MAX_PIPELINE_PARAMS_CHARS = 64 * 1024
 DEFAULT_COLLECTION = "default"
 
 # Milvus collection names: a letter or underscore first, then letters, digits, underscores.
-CollectionName = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-]
+CollectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")]
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")
 ]
@@ -56,9 +54,7 @@ def _non_blank(value: str) -> str:
     return stripped
 
 
-Query = Annotated[
-    str, StringConstraints(max_length=MAX_QUERY_CHARS), AfterValidator(_non_blank)
-]
+Query = Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS), AfterValidator(_non_blank)]
 
 
 def _decode_audio(value: Any) -> Any:
@@ -82,7 +78,9 @@ def _decode_audio(value: Any) -> Any:
 AudioBytes = Annotated[
     bytes,
     BeforeValidator(_decode_audio),
-    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"),
+    PlainSerializer(
+        lambda b: base64.b64encode(b).decode("ascii"), return_type=str, when_used="json"
+    ),
 ]
 """Audio bytes: base64 in JSON, ``bytes`` in Python."""
 
@@ -275,5 +273,7 @@ class PipelineStatusEvent(BaseModel):
     def _type_matches_state(self) -> Self:
         expected = f"{PIPELINE_EVENT_TYPE_PREFIX}{self.data.state.value}"
         if self.type != expected:
-            raise ValueError(f"type {self.type!r} does not match data.state (expected {expected!r})")
+            raise ValueError(
+                f"type {self.type!r} does not match data.state (expected {expected!r})"
+            )
         return self
