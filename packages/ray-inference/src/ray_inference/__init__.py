@@ -1,7 +1,9 @@
 """Model deployments on Ray Serve: embeddings, reranker, LLM, Whisper, TTS.
 
-Not built yet: this package only reserves its place in the workspace. Its issue
-(see the project's issue list) brings the code.
+One deployment per module, each with an OpenAI-style FastAPI ingress, a health route and
+plain async methods for Ray handle calls; each module exposes ``app`` for the Serve
+config (``ray_inference.embeddings:app`` ...). Models come from model sources
+(:mod:`ray_inference.model_sources`), never from a download at run time.
 """
 
 __version__ = "0.1.0"

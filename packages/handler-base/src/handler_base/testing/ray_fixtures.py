@@ -16,7 +16,8 @@ module, since the Ray workers cannot import test files by name.
 Importing this plugin sets Ray's loopback-only single-machine mode and turns usage
 stats off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, ``RAY_USAGE_STATS_ENABLED=0``), sets
 ``RAY_AUTH_MODE=disabled``, and keeps the workers on the test's own interpreter
-(``RAY_ENABLE_UV_RUN_RUNTIME_ENV=0``), unless these variables are set already.
+(``RAY_ENABLE_UV_RUN_RUNTIME_ENV=0``), and gives Serve's HTTP proxy a minute to start
+(``RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=60``), unless these variables are set already.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # The workers must run the driver's interpreter and environment, the code under test.
 # Read when Ray is imported.
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Serve kills an HTTP proxy that is not ready within 5 s, which a busy 2-core machine
+# can exceed while workers import; give it a minute.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
 
 
 def free_port() -> int:

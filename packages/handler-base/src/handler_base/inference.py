@@ -1,0 +1,283 @@
+"""Messages of the model services: OpenAI-shaped requests and responses, with limits.
+
+The deployments in ``ray_inference`` and the clients in :mod:`handler_base.clients` both
+use these models, so the handle path and the HTTP path carry the same data. Requests
+accept unknown fields (OpenAI clients send options we do not use); responses are exact.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_EMBEDDING_INPUTS = 256
+"""Texts in one embeddings request."""
+MAX_EMBEDDING_INPUT_CHARS = 8_000
+"""Characters of one text to embed (the model reads its first 256 tokens)."""
+MAX_RERANK_DOCUMENTS = 1_000
+MAX_RERANK_DOCUMENT_CHARS = 8_000
+MAX_CHAT_MESSAGES = 100
+MAX_CHAT_MESSAGE_CHARS = 32_000
+MAX_COMPLETION_TOKENS = 1_024
+"""The most tokens one chat completion may ask for."""
+MAX_SPEECH_INPUT_CHARS = 4_096
+"""Characters of text for one speech request (OpenAI's limit too)."""
+MAX_STOP_SEQUENCES = 4
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- embeddings -------------------------------------------------------------------------
+
+EmbeddingText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_EMBEDDING_INPUT_CHARS)
+]
+
+
+class EmbeddingsRequest(_Request):
+    """``POST /embeddings/v1/embeddings``: one text or a list of texts."""
+
+    input: (
+        EmbeddingText
+        | Annotated[list[EmbeddingText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
+    model: str | None = None
+    encoding_format: Literal["float"] = "float"
+
+    @property
+    def texts(self) -> list[str]:
+        """The input as a list."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(_Response):
+    """One vector of an embeddings response."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float]
+
+
+class Usage(_Response):
+    """Token counts of a request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class EmbeddingsResponse(_Response):
+    """The OpenAI embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def vectors(self) -> list[list[float]]:
+        """The vectors, in input order."""
+        return [item.embedding for item in sorted(self.data, key=lambda e: e.index)]
+
+
+# --- reranker ---------------------------------------------------------------------------
+
+
+class RerankRequest(_Request):
+    """``POST /reranker/v1/rerank`` (the Cohere/Jina shape)."""
+
+    query: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RERANK_DOCUMENT_CHARS)]
+    documents: Annotated[
+        list[Annotated[str, StringConstraints(max_length=MAX_RERANK_DOCUMENT_CHARS)]],
+        Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS),
+    ]
+    top_n: int | None = Field(default=None, ge=1)
+    model: str | None = None
+
+
+class RerankResult(_Response):
+    """The score of one document; ``index`` is its place in the request."""
+
+    index: int
+    relevance_score: float
+
+
+class RerankResponse(_Response):
+    """Results best first."""
+
+    results: list[RerankResult]
+    model: str | None = None
+
+
+# --- LLM --------------------------------------------------------------------------------
+
+
+class ChatMessage(_Request):
+    """One message of a chat completion request."""
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, StringConstraints(max_length=MAX_CHAT_MESSAGE_CHARS)]
+
+
+class ChatCompletionRequest(_Request):
+    """``POST /llm/v1/chat/completions`` (the OpenAI shape; ``n`` must be 1)."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_CHAT_MESSAGES)]
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_COMPLETION_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_COMPLETION_TOKENS)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    stream: bool = False
+    seed: int | None = None
+    n: Literal[1] = 1
+
+    @property
+    def token_limit(self) -> int | None:
+        """``max_completion_tokens`` (the newer name) or ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def stop_sequences(self) -> list[str]:
+        """``stop`` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def completion_id() -> str:
+    """A new OpenAI-style completion id."""
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class AssistantMessage(_Response):
+    """The answer of a chat completion."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatCompletionChoice(_Response):
+    """The one choice of a chat completion."""
+
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"] | None
+
+
+class ChatCompletionResponse(_Response):
+    """The OpenAI chat completion response."""
+
+    id: str = Field(default_factory=completion_id)
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def text(self) -> str:
+        """The answer's text."""
+        return self.choices[0].message.content
+
+
+class ChunkDelta(_Response):
+    """What a stream chunk adds."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(_Response):
+    """The one choice of a stream chunk."""
+
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(_Response):
+    """One server-sent event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChunkChoice]
+
+
+class ModelCard(_Response):
+    """One entry of ``GET /llm/v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "ray-ai-platform"
+
+
+class ModelList(_Response):
+    """``GET /llm/v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# --- speech to text ---------------------------------------------------------------------
+
+
+class TranscriptionOptions(_Request):
+    """The form fields of ``POST /whisper/v1/audio/transcriptions`` besides the file."""
+
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = None
+    """ISO-639-1 code; detected when absent."""
+    prompt: Annotated[str, StringConstraints(max_length=1_000)] | None = None
+    model: str | None = None
+
+
+class TranscriptionResponse(_Response):
+    """What was said, in which language, and how long the audio was (seconds)."""
+
+    text: str
+    language: str
+    duration: float
+
+
+# --- text to speech ---------------------------------------------------------------------
+
+
+class SpeechRequest(_Request):
+    """``POST /tts/v1/audio/speech``."""
+
+    input: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SPEECH_INPUT_CHARS),
+    ]
+    voice: str | None = None
+    """A voice the deployment knows; its default when absent."""
+    response_format: Literal["wav", "pcm"] = "wav"
+    speed: float = Field(default=1.0, ge=0.25, le=4.0)
+    model: str | None = None
+
+
+class SpeechAudio(_Response):
+    """Synthesized speech, as the handle path returns it (HTTP returns the bytes)."""
+
+    audio: bytes
+    sample_rate: int
+    format: Literal["wav", "pcm"]
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if not self.audio:
+            raise ValueError("no audio was produced")
+        return self

@@ -1,0 +1,86 @@
+"""Resources of each model deployment, per profile.
+
+``cpu`` runs all five deployments beside the handlers on one small machine (fractional
+CPUs, one replica each). ``gpu`` is the decision record's layout for a GPU cluster. The
+same numbers feed the deployments (``Deployment.options``) and the rendered Serve config,
+so they live here once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Profile = Literal["cpu", "gpu"]
+PROFILE_ENV = "RAY_AI_PROFILE"
+"""Environment variable that picks the profile of ``module:app`` (default ``cpu``)."""
+
+
+class DeploymentResources(BaseModel):
+    """What one deployment asks of the cluster and how much work it takes at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(gt=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    max_ongoing_requests: int = Field(ge=1)
+    """Requests a replica works on at once (``@serve.batch`` collects from these)."""
+    max_queued_requests: int = Field(ge=1)
+    """Requests waiting for a replica; beyond this the caller gets 503 at once."""
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        return {
+            "num_replicas": self.num_replicas,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+        }
+
+
+PROFILES: dict[Profile, dict[str, DeploymentResources]] = {
+    "cpu": {
+        "embeddings": DeploymentResources(
+            num_cpus=0.2, max_ongoing_requests=64, max_queued_requests=256
+        ),
+        "reranker": DeploymentResources(
+            num_cpus=0.2, max_ongoing_requests=16, max_queued_requests=64
+        ),
+        "llm": DeploymentResources(num_cpus=0.4, max_ongoing_requests=4, max_queued_requests=16),
+        "whisper": DeploymentResources(num_cpus=0.3, max_ongoing_requests=2, max_queued_requests=8),
+        "tts": DeploymentResources(num_cpus=0.3, max_ongoing_requests=4, max_queued_requests=16),
+    },
+    "gpu": {
+        "embeddings": DeploymentResources(
+            num_cpus=1, num_gpus=0.8, max_ongoing_requests=128, max_queued_requests=512
+        ),
+        "reranker": DeploymentResources(
+            num_cpus=1, num_gpus=0.8, max_ongoing_requests=64, max_queued_requests=256
+        ),
+        "llm": DeploymentResources(
+            num_cpus=2, num_gpus=0.95, max_ongoing_requests=64, max_queued_requests=256
+        ),
+        "whisper": DeploymentResources(
+            num_cpus=1, num_gpus=0.5, max_ongoing_requests=8, max_queued_requests=32
+        ),
+        "tts": DeploymentResources(
+            num_cpus=1, num_gpus=0.5, max_ongoing_requests=16, max_queued_requests=64
+        ),
+    },
+}
+
+
+def current_profile() -> Profile:
+    """The profile named by ``RAY_AI_PROFILE`` (``cpu`` when unset)."""
+    value = os.environ.get(PROFILE_ENV, "cpu").strip().lower()
+    if value not in PROFILES:
+        raise ValueError(f"{PROFILE_ENV}={value!r}: expected one of {sorted(PROFILES)}")
+    return value
+
+
+def resources(service: str, profile: Profile | None = None) -> DeploymentResources:
+    """The resources of ``service`` (``embeddings``, ``llm``...) in ``profile``."""
+    return PROFILES[profile or current_profile()][service]
