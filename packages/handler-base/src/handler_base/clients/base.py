@@ -93,6 +93,8 @@ class ServiceClient:
         retry_backoff_s: First wait before a retry; it doubles each time.
         retry_backoff_max_s: Longest wait between two retries.
         retry_after_max_s: Longest ``Retry-After`` honoured.
+        handle_lookup_timeout_s: How long the Serve controller may take to say whether
+            the deployment exists (it is slow on a busy machine).
         app_recheck_s: In auto mode, how long HTTP is kept (while Ray is up but the
             deployment absent) before the handle is looked up again.
     """
@@ -105,6 +107,7 @@ class ServiceClient:
     retry_backoff_max_s: ClassVar[float] = 2.0
     retry_after_max_s: ClassVar[float] = 5.0
     app_recheck_s: ClassVar[float] = 30.0
+    handle_lookup_timeout_s: ClassVar[float] = 15.0
 
     def __init__(
         self,
@@ -355,8 +358,9 @@ class ServiceClient:
         """A handle to the deployment, or None and the reason there is none.
 
         Never starts Ray: without an initialized Ray in this process there is no handle.
-        The Serve controller is asked in a worker thread, with the connect timeout, so
-        a busy or missing controller cannot block the event loop or hang the call.
+        The Serve controller is asked in a worker thread, within
+        :attr:`handle_lookup_timeout_s`, so a busy or missing controller cannot block the
+        event loop or hang the call.
         """
         # Ray cannot be initialized in a process that never imported it; this also
         # keeps the import of Ray (about a second) out of processes that use HTTP.
@@ -372,7 +376,7 @@ class ServiceClient:
 
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(get_handle), self.settings.http_connect_timeout_s
+                asyncio.to_thread(get_handle), self.handle_lookup_timeout_s
             ), ""
         except TimeoutError:
             return None, "the Serve controller did not answer in time"

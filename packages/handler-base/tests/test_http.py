@@ -1,0 +1,89 @@
+from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
+
+from handler_base.errors import NotFoundError, UnavailableError
+from handler_base.http import platform_app, sse_event
+
+
+class Echo(BaseModel):
+    text: str = Field(min_length=1, max_length=10)
+    times: int = 1
+
+
+def make_client() -> TestClient:
+    app = platform_app("test")
+
+    @app.post("/echo")
+    async def echo(body: Echo) -> dict[str, str]:
+        return {"text": body.text * body.times}
+
+    @app.post("/fail/{kind}")
+    async def fail(kind: str) -> None:
+        if kind == "missing":
+            raise NotFoundError("no such thing")
+        if kind == "busy":
+            raise UnavailableError("try again")
+        raise RuntimeError("secret internals")
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_health_route() -> None:
+    assert make_client().get("/-/healthz").status_code == 200
+
+
+def test_good_request_is_answered() -> None:
+    response = make_client().post("/echo", json={"text": "ab", "times": 2})
+    assert response.json() == {"text": "abab"}
+
+
+def test_malformed_json_is_invalid_request() -> None:
+    client = make_client()
+    response = client.post(
+        "/echo", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert client.post("/echo", json={"text": "ok"}).status_code == 200
+
+
+def test_wrong_type_names_the_field() -> None:
+    response = make_client().post("/echo", json={"text": "a", "times": "many"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"]["code"] == "invalid_request"
+    assert body["error"]["message"].startswith("times:")
+
+
+def test_too_long_is_too_large() -> None:
+    response = make_client().post("/echo", json={"text": "x" * 11})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_platform_errors_keep_their_code_and_unavailable_says_when_to_retry() -> None:
+    client = make_client()
+    missing = client.post("/fail/missing")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    busy = client.post("/fail/busy")
+    assert (busy.status_code, busy.json()["error"]["code"]) == (503, "unavailable")
+    assert busy.headers["retry-after"] == "1"
+
+
+def test_unexpected_exception_is_internal_and_hides_details() -> None:
+    response = make_client().post("/fail/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal"
+    assert "secret" not in response.text
+
+
+def test_unknown_route_is_not_found() -> None:
+    response = make_client().get("/nowhere")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_sse_event_format() -> None:
+    assert sse_event({"a": 1}, event="text") == 'event: text\ndata: {"a":1}\n\n'
+    assert sse_event("[DONE]") == "data: [DONE]\n\n"
+    assert sse_event(Echo(text="hi")) == 'data: {"text":"hi","times":1}\n\n'
