@@ -7,6 +7,9 @@ accept unknown fields (OpenAI clients send options we do not use); responses are
 
 from __future__ import annotations
 
+import array
+import base64
+import sys
 import time
 import uuid
 from typing import Annotated, Literal, Self
@@ -51,7 +54,9 @@ class EmbeddingsRequest(_Request):
         | Annotated[list[EmbeddingText], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
     )
     model: str | None = None
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
+    """``base64``: each vector as the base64 of its little-endian float32 bytes (the
+    official ``openai`` client asks for this unless told otherwise)."""
 
     @property
     def texts(self) -> list[str]:
@@ -64,7 +69,18 @@ class Embedding(_Response):
 
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float]
+    embedding: list[float] | str
+    """The vector, or its base64 form (``encoding_format="base64"``)."""
+
+    @property
+    def vector(self) -> list[float]:
+        """The vector, decoded from base64 where it came so."""
+        if isinstance(self.embedding, list):
+            return self.embedding
+        values = array.array("f", base64.b64decode(self.embedding))
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values.tolist()
 
 
 class Usage(_Response):
@@ -86,7 +102,7 @@ class EmbeddingsResponse(_Response):
     @property
     def vectors(self) -> list[list[float]]:
         """The vectors, in input order."""
-        return [item.embedding for item in sorted(self.data, key=lambda e: e.index)]
+        return [item.vector for item in sorted(self.data, key=lambda e: e.index)]
 
 
 # --- reranker ---------------------------------------------------------------------------
@@ -233,6 +249,9 @@ class ModelList(_Response):
 
 
 # --- speech to text ---------------------------------------------------------------------
+
+MAX_TRANSCRIPTION_AUDIO_BYTES = 25 * 1024**2
+"""Bytes of one audio file to transcribe (OpenAI's limit too)."""
 
 
 class TranscriptionOptions(_Request):

@@ -30,6 +30,8 @@ class DeploymentResources(BaseModel):
     """Requests a replica works on at once (``@serve.batch`` collects from these)."""
     max_queued_requests: int = Field(ge=1)
     """Requests waiting for a replica; beyond this the caller gets 503 at once."""
+    retry_after_s: float = Field(default=1.0, ge=0)
+    """``Retry-After`` of that 503 (Ray sends none unless told)."""
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``."""
@@ -38,7 +40,13 @@ class DeploymentResources(BaseModel):
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {"retry_after_s": self.retry_after_s},
         }
+
+    @property
+    def uses_gpu(self) -> bool:
+        """True when the replicas ask for a GPU (engines then run on CUDA)."""
+        return self.num_gpus > 0
 
 
 PROFILES: dict[Profile, dict[str, DeploymentResources]] = {
@@ -84,3 +92,33 @@ def current_profile() -> Profile:
 def resources(service: str, profile: Profile | None = None) -> DeploymentResources:
     """The resources of ``service`` (``embeddings``, ``llm``...) in ``profile``."""
     return PROFILES[profile or current_profile()][service]
+
+
+class ServiceArgs(BaseModel):
+    """Builder arguments every model application takes (the Serve config's ``args``).
+
+    Each application's own arguments subclass this; the resources come from the profile,
+    and these fields override its queue limits where a deployment needs other ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Profile | None = None
+    """``cpu`` or ``gpu``; ``RAY_AI_PROFILE`` (default ``cpu``) when absent."""
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    """Requests a replica takes at once; the profile's when absent."""
+    max_queued_requests: int | None = Field(default=None, ge=1)
+    """Requests waiting beyond that, answered 503 at once when full; the profile's when
+    absent."""
+    retry_after_s: float | None = Field(default=None, ge=0)
+    """``Retry-After`` of that 503; the profile's when absent."""
+
+    def resources_for(self, service: str) -> DeploymentResources:
+        """The profile's resources of ``service`` with this application's overrides."""
+        base = resources(service, self.profile)
+        overrides = {
+            name: value
+            for name in ("max_ongoing_requests", "max_queued_requests", "retry_after_s")
+            if (value := getattr(self, name)) is not None
+        }
+        return base.model_copy(update=overrides)

