@@ -21,29 +21,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-import ray
-from ray import serve
-
+from _common import (
+    Call,
+    http_over_handle,
+    local_serve,
+    markdown_table,
+    print_result,
+    summarize,
+    timed,
+)
 from handler_base.clients.embeddings import EmbeddingsClient
 from handler_base.clients.reranker import RerankerClient
-from handler_base.testing.ray_fixtures import free_port
-from ray_inference import embeddings, reranker
-
-Call = Callable[[], Awaitable[Any]]
 
 SENTENCE = "How do I configure the reranker deployment for the cpu profile?"
 PASSAGES = [
@@ -60,26 +54,9 @@ PASSAGES = [
 ]
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 async def latency(call: Call, n: int, warmup: int = 5) -> dict[str, float]:
     """``n`` sequential calls; milliseconds."""
-    for _ in range(warmup):
-        await call()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await call()
-        samples.append((time.perf_counter() - start) * 1e3)
-    samples.sort()
-    return {
-        "p50_ms": round(statistics.median(samples), 2),
-        "p99_ms": round(percentile(samples, 99), 2),
-        "mean_ms": round(statistics.fmean(samples), 2),
-    }
+    return summarize(await timed(call, n, warmup), digits=2, mean=True, median=True)
 
 
 async def throughput(make_call: Callable[[int], Call], callers: int, per_caller: int) -> float:
@@ -110,11 +87,7 @@ async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
         ):
             by_handle = await latency(make(handle_client), args.requests)
             by_http = await latency(make(http_client), args.requests)
-            results[name] = {
-                "handle": by_handle,
-                "http": by_http,
-                "http_over_handle_p50": round(by_http["p50_ms"] / by_handle["p50_ms"], 2),
-            }
+            results[name] = http_over_handle(by_handle, by_http, digits=2)
 
         def sentence_call(client: EmbeddingsClient) -> Callable[[int], Call]:
             return lambda i: lambda: client.embed_one(f"{SENTENCE} ({i})")
@@ -134,29 +107,32 @@ async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| deployment | path | p50 ms | p99 ms | mean ms |",
-        "|---|---|---:|---:|---:|",
+    paths = [
+        [name, path, *(results[name][path][k] for k in ("p50_ms", "p99_ms", "mean_ms"))]
+        for name in ("embeddings", "reranker")
+        for path in ("handle", "http")
     ]
-    for name in ("embeddings", "reranker"):
-        for path in ("handle", "http"):
-            r = results[name][path]
-            lines.append(f"| {name} | {path} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_ms']} |")
-    lines.append("")
-    lines.append("| | HTTP / handle (p50) |")
-    lines.append("|---|---:|")
-    for name in ("embeddings", "reranker"):
-        lines.append(f"| {name} | {results[name]['http_over_handle_p50']} |")
+    ratios = [[name, results[name]["http_over_handle_p50"]] for name in ("embeddings", "reranker")]
     b = results["batching"]
-    lines += [
-        "",
-        f"| embeddings, {b['concurrency']} callers, {b['texts']} one-sentence requests | texts/s |",
-        "|---|---:|",
-        f"| batched (`@serve.batch`, max 64) | {b['batched_per_s']} |",
-        f"| unbatched (`max_batch_size=1`) | {b['unbatched_per_s']} |",
-        f"| ratio | {b['ratio']} |",
+    batching = [
+        ["batched (`@serve.batch`, max 64)", b["batched_per_s"]],
+        ["unbatched (`max_batch_size=1`)", b["unbatched_per_s"]],
+        ["ratio", b["ratio"]],
     ]
-    return "\n".join(lines)
+    return "\n\n".join(
+        [
+            markdown_table(["deployment", "path", "p50 ms", "p99 ms", "mean ms"], paths, "llrrr"),
+            markdown_table(["", "HTTP / handle (p50)"], ratios, "lr"),
+            markdown_table(
+                [
+                    f"embeddings, {b['concurrency']} callers, {b['texts']} one-sentence requests",
+                    "texts/s",
+                ],
+                batching,
+                "lr",
+            ),
+        ]
+    )
 
 
 def main() -> None:
@@ -166,10 +142,12 @@ def main() -> None:
     parser.add_argument("--per-caller", type=int, default=8, help="calls of each caller")
     args = parser.parse_args()
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    import ray
+    from ray import serve
+
+    from ray_inference import embeddings, reranker
+
+    with local_serve() as http_url:
         serve.run(embeddings.build_app(), name="embeddings", route_prefix="/embeddings")
         serve.run(
             embeddings.build_app({"max_batch_size": 1}),
@@ -177,10 +155,7 @@ def main() -> None:
             route_prefix="/embeddings-unbatched",
         )
         serve.run(reranker.build_app(), name="reranker", route_prefix="/reranker")
-        results = asyncio.run(run(args, f"http://127.0.0.1:{port}"))
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+        results = asyncio.run(run(args, http_url))
     record = {
         "bench": "embeddings",
         "args": vars(args),
@@ -189,8 +164,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         **results,
     }
-    print(json.dumps(record))
-    print(table(results))
+    print_result(record, table(results), compact=False)
 
 
 if __name__ == "__main__":

@@ -18,62 +18,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
-import socket
 import statistics
 import time
 from typing import Any
 
+from _common import (
+    http_over_handle,
+    local_serve,
+    markdown_table,
+    ms,
+    percentile,
+    print_result,
+    summarize,
+    timed,
+)
 from handler_base.clients.llm import LLMClient
 from handler_base.inference import ChatCompletionRequest
 
 SHORT = [{"role": "user", "content": "What is the capital of France?"}]
 LONG = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
-RAY_ENV = {
-    # Single-machine mode, loopback only, no usage stats (read when Ray is imported/started).
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
 
 
 async def short_latency(client: LLMClient, n: int) -> dict[str, Any]:
     request = ChatCompletionRequest.model_validate(
         {"messages": SHORT, "temperature": 0, "max_tokens": 16}
     )
-    await client.chat(request)  # warm the path
-    times: list[float] = []
-    tokens = 0
-    for _ in range(n):
-        start = time.perf_counter()
+    response = await client.chat(request)  # warm the path
+
+    async def call() -> None:
+        nonlocal response
         response = await client.chat(request)
-        times.append(time.perf_counter() - start)
-        tokens = response.usage.completion_tokens
+
+    times = await timed(call, n)
     return {
-        "p50_ms": ms(percentile(times, 50)),
-        "p99_ms": ms(percentile(times, 99)),
-        "completion_tokens": tokens,
+        **summarize(times),
+        "completion_tokens": response.usage.completion_tokens,
         "answer": response.text,
     }
 
@@ -127,11 +108,7 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
     ):
         handle = await short_latency(by_handle, args.n)
         http = await short_latency(by_http, args.n)
-        short = {
-            "handle": handle,
-            "http": http,
-            "http_over_handle_p50": round(http["p50_ms"] / handle["p50_ms"], 3),
-        }
+        short = http_over_handle(handle, http)
         long = {
             "handle": await whole_vs_stream(by_handle, args.long_runs, args.max_tokens),
             "http": await whole_vs_stream(by_http, args.long_runs, args.max_tokens),
@@ -141,15 +118,14 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     short, long = result["short"], result["long"]
-    lines = [
-        "| measure | handle | HTTP |",
-        "|---|---|---|",
-        f"| short completion ({short['handle']['completion_tokens']} tokens), p50 / p99 | "
-        f"{short['handle']['p50_ms']} / {short['handle']['p99_ms']} ms | "
-        f"{short['http']['p50_ms']} / {short['http']['p99_ms']} ms |",
-        f"| short completion, HTTP / handle (p50) | | {short['http_over_handle_p50']} |",
+    rows: list[list[Any]] = [
+        [
+            f"short completion ({short['handle']['completion_tokens']} tokens), p50 / p99",
+            *(f"{short[p]['p50_ms']} / {short[p]['p99_ms']} ms" for p in ("handle", "http")),
+        ],
+        ["short completion, HTTP / handle (p50)", "", short["http_over_handle_p50"]],
     ]
-    rows = [
+    measures = [
         ("long answer ({tokens} tokens): whole, first token = total", "whole_total_ms", " ms"),
         ("long answer: whole, tokens/s", "whole_tokens_per_s", ""),
         ("long answer: streamed, time to first token (p50)", "stream_first_token_ms", " ms"),
@@ -164,12 +140,11 @@ def table(result: dict[str, Any]) -> str:
         ("first token, streamed vs whole (x sooner)", "first_token_speedup", "x"),
     ]
     tokens = long["handle"]["completion_tokens"]
-    for label, key, unit in rows:
-        lines.append(
-            f"| {label.format(tokens=tokens)} | {long['handle'][key]}{unit} | "
-            f"{long['http'][key]}{unit} |"
-        )
-    return "\n".join(lines)
+    rows += [
+        [label.format(tokens=tokens), *(f"{long[p][key]}{unit}" for p in ("handle", "http"))]
+        for label, key, unit in measures
+    ]
+    return markdown_table(["measure", "handle", "HTTP"], rows)
 
 
 def main() -> None:
@@ -179,22 +154,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128, help="length of the long answer")
     args = parser.parse_args()
 
-    for name, value in RAY_ENV.items():
-        os.environ.setdefault(name, value)
-    import ray
     from ray import serve
 
     from ray_inference.llm import build_app
 
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as http_url:
         serve.run(build_app({"profile": "cpu"}), name="llm", route_prefix="/llm")
-        result = asyncio.run(run(args, f"http://127.0.0.1:{port}/llm"))
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        result = asyncio.run(run(args, f"{http_url}/llm"))
     result["config"] = {
         "n": args.n,
         "long_runs": args.long_runs,
@@ -205,8 +171,7 @@ def main() -> None:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
-    print(json.dumps(result, separators=(",", ":")))
-    print(table(result))
+    print_result(result, table(result))
 
 
 if __name__ == "__main__":

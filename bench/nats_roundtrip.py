@@ -23,21 +23,19 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from _common import Call, percentile
 from handler_base.messages import ChatRequest, ChatResponse, HistoryMessage, Source
 from handler_base.messaging import RequestServer, connect, flush, request
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
 
 SUBJECT = "bench.chat.request"
-
-Call = Callable[[], Awaitable[Any]]
 
 
 def chat_request() -> ChatRequest:
@@ -68,11 +66,6 @@ def chat_response(request: ChatRequest) -> ChatResponse:
         ],
         request_id=request.request_id,
     )
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 async def measure(call: Call, n: int, concurrency: int) -> dict[str, float]:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
-import socket
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _common import http_over_handle, local_serve, markdown_table, print_result, summarize, timed
 from handler_base.clients.tts import TTSClient
 from handler_base.inference import SpeechAudio, SpeechRequest
 
@@ -43,45 +41,14 @@ PARAGRAPH = (
     "If nothing relevant is found, it says so instead of guessing. "
     "Each sentence of the answer is spoken as soon as it is ready."
 )
-RAY_ENV = {
-    # Single-machine mode, loopback only, no usage stats (read when Ray is imported/started).
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
 
 
 def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def duration_s(speech: SpeechAudio) -> float:
     return len(speech.audio) / 2 / speech.sample_rate
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def timed(call: Callable[[], Awaitable[Any]], n: int) -> list[float]:
-    """Run ``call`` ``n`` times in sequence; the seconds of each."""
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 async def real_time_factor(client: TTSClient, text: str, n: int) -> dict[str, float]:
@@ -106,11 +73,7 @@ async def real_time_factor(client: TTSClient, text: str, n: int) -> dict[str, fl
 async def latency(client: TTSClient, n: int) -> dict[str, float]:
     request = SpeechRequest(input=SHORT)
     await client.synthesize(request)  # warm the path
-    times = await timed(lambda: client.synthesize(request), n)
-    return {
-        "p50_ms": round(percentile(times, 50) * 1000, 1),
-        "p99_ms": round(percentile(times, 99) * 1000, 1),
-    }
+    return summarize(await timed(lambda: client.synthesize(request), n))
 
 
 async def first_audio(client: TTSClient, runs: int) -> dict[str, float]:
@@ -154,41 +117,43 @@ async def run(args: argparse.Namespace, base_url: str) -> dict[str, Any]:
         }
         handle = await latency(by_handle, args.n)
         http = await latency(by_http, args.n)
-        paths = {
-            "handle": handle,
-            "http": http,
-            "http_over_handle_p50": round(http["p50_ms"] / handle["p50_ms"], 3),
-        }
+        paths = http_over_handle(handle, http)
         first = await first_audio(by_handle, args.paragraph_runs)
     return {"rtf": rtf, "paths": paths, "first_audio": first}
 
 
 def table(result: dict[str, Any]) -> str:
     rtf, paths, first = result["rtf"], result["paths"], result["first_audio"]
-    lines = [
-        "| measure | value |",
-        "|---|---|",
+    rows = [
+        [
+            f"RTF {name} ({r['chars']} chars, {r['audio_s']} s audio)",
+            f"{r['rtf_p50']} p50, {r['rtf_max']} max ({r['synth_ms_p50']} ms)",
+        ]
+        for name, r in rtf.items()
     ]
-    for name in ("short", "long"):
-        r = rtf[name]
-        lines.append(
-            f"| RTF {name} ({r['chars']} chars, {r['audio_s']} s audio) | "
-            f"{r['rtf_p50']} p50, {r['rtf_max']} max ({r['synth_ms_p50']} ms) |"
-        )
-    lines += [
-        f"| short sentence, handle p50 / p99 | {paths['handle']['p50_ms']} / "
-        f"{paths['handle']['p99_ms']} ms |",
-        f"| short sentence, HTTP p50 / p99 | {paths['http']['p50_ms']} / "
-        f"{paths['http']['p99_ms']} ms |",
-        f"| HTTP / handle (p50) | {paths['http_over_handle_p50']} |",
-        f"| paragraph ({first['sentences']} sentences): first audio, whole text | "
-        f"{first['whole_first_audio_ms']} ms |",
-        f"| paragraph: first audio, sentence by sentence | "
-        f"{first['sentence_first_audio_ms']} ms ({first['first_audio_speedup']}x sooner) |",
-        f"| paragraph: total, whole / sentence by sentence | {first['whole_total_ms']} / "
-        f"{first['sentence_total_ms']} ms |",
+    rows += [
+        [
+            f"short sentence, {label} p50 / p99",
+            f"{paths[path]['p50_ms']} / {paths[path]['p99_ms']} ms",
+        ]
+        for label, path in (("handle", "handle"), ("HTTP", "http"))
     ]
-    return "\n".join(lines)
+    rows += [
+        ["HTTP / handle (p50)", paths["http_over_handle_p50"]],
+        [
+            f"paragraph ({first['sentences']} sentences): first audio, whole text",
+            f"{first['whole_first_audio_ms']} ms",
+        ],
+        [
+            "paragraph: first audio, sentence by sentence",
+            f"{first['sentence_first_audio_ms']} ms ({first['first_audio_speedup']}x sooner)",
+        ],
+        [
+            "paragraph: total, whole / sentence by sentence",
+            f"{first['whole_total_ms']} / {first['sentence_total_ms']} ms",
+        ],
+    ]
+    return markdown_table(["measure", "value"], rows)
 
 
 def main() -> None:
@@ -197,22 +162,13 @@ def main() -> None:
     parser.add_argument("--paragraph-runs", type=int, default=5, help="runs of the paragraph")
     args = parser.parse_args()
 
-    for name, value in RAY_ENV.items():
-        os.environ.setdefault(name, value)
-    import ray
     from ray import serve
 
     from ray_inference.tts import build_app
 
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_serve() as http_url:
         serve.run(build_app(), name="tts", route_prefix="/tts")
-        result = asyncio.run(run(args, f"http://127.0.0.1:{port}/tts"))
-    finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
+        result = asyncio.run(run(args, f"{http_url}/tts"))
     result["config"] = {
         "n": args.n,
         "paragraph_runs": args.paragraph_runs,
@@ -221,8 +177,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    print(json.dumps(result, separators=(",", ":")))
-    print(table(result))
+    print_result(result, table(result))
 
 
 if __name__ == "__main__":

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import tempfile
 import time
 from typing import Any
 
+from _common import http_over_handle, local_serve, markdown_table, print_result, summarize
 from handler_base.clients.stt import STTClient
 from handler_base.inference import TranscriptionOptions
 from handler_base.testing.speech import read_wav, speak, word_accuracy
@@ -51,27 +50,6 @@ VARIANTS = {
     "tiny.en": ("whisper-tiny", None),
 }
 """What is measured -> (Serve app, options): base detects the language unless told."""
-RAY_ENV = {
-    # Single-machine mode, loopback only, no usage stats (read when Ray is imported/started).
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def audio_seconds(wav: bytes) -> float:
@@ -114,15 +92,7 @@ async def latency(by_handle: STTClient, by_http: STTClient, wav: bytes, n: int) 
             start = time.perf_counter()
             await client.transcribe(wav)
             times[name].append(time.perf_counter() - start)
-    paths: dict[str, Any] = {
-        name: {
-            "p50_ms": round(percentile(values, 50) * 1000, 1),
-            "p99_ms": round(percentile(values, 99) * 1000, 1),
-        }
-        for name, values in times.items()
-    }
-    paths["http_over_handle_p50"] = round(paths["http"]["p50_ms"] / paths["handle"]["p50_ms"], 3)
-    return paths
+    return http_over_handle(summarize(times["handle"]), summarize(times["http"]))
 
 
 async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
@@ -143,26 +113,30 @@ async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     rtf, paths = result["rtf"], result["paths"]
-    lines = [
-        "| clip (audio s) | model | transcribe p50 | RTF p50 (max) | word accuracy (min) |",
-        "|---|---|---|---|---|",
+    rows = [
+        [
+            f"{clip} ({r['audio_s']} s)",
+            model,
+            f"{r['ms_p50']} ms",
+            f"{r['rtf_p50']} ({r['rtf_max']})",
+            r["word_accuracy"],
+        ]
+        for clip in CLIPS
+        for model in VARIANTS
+        for r in (rtf[model][clip],)
     ]
-    for clip in CLIPS:
-        for model in VARIANTS:
-            r = rtf[model][clip]
-            lines.append(
-                f"| {clip} ({r['audio_s']} s) | {model} | {r['ms_p50']} ms | "
-                f"{r['rtf_p50']} ({r['rtf_max']}) | {r['word_accuracy']} |"
-            )
-    lines += [
-        "",
-        "| base, short clip | p50 | p99 |",
-        "|---|---|---|",
-        f"| handle | {paths['handle']['p50_ms']} ms | {paths['handle']['p99_ms']} ms |",
-        f"| HTTP | {paths['http']['p50_ms']} ms | {paths['http']['p99_ms']} ms |",
-        f"| HTTP / handle | {paths['http_over_handle_p50']} | |",
+    headers = ["clip (audio s)", "model", "transcribe p50", "RTF p50 (max)"]
+    path_rows = [
+        [label, f"{paths[path]['p50_ms']} ms", f"{paths[path]['p99_ms']} ms"]
+        for label, path in (("handle", "handle"), ("HTTP", "http"))
     ]
-    return "\n".join(lines)
+    path_rows.append(["HTTP / handle", paths["http_over_handle_p50"], ""])
+    return "\n\n".join(
+        [
+            markdown_table([*headers, "word accuracy (min)"], rows),
+            markdown_table(["base, short clip", "p50", "p99"], path_rows),
+        ]
+    )
 
 
 def main() -> None:
@@ -172,34 +146,27 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5, help="beam width of both models")
     args = parser.parse_args()
 
-    for name, value in RAY_ENV.items():
-        os.environ.setdefault(name, value)
-    import ray
     from ray import serve
 
     from ray_inference.whisper import build_app
 
-    port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-whisper-")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        start = time.perf_counter()
-        serve.run(
-            build_app({"data_dir": data_dir, "beam_size": args.beam_size}),
-            name="whisper",
-            route_prefix="/whisper",
-        )
-        base_start_s = time.perf_counter() - start
-        serve.run(
-            build_app({"model": "tiny.en", "beam_size": args.beam_size}),
-            name="whisper-tiny",
-            route_prefix="/whisper-tiny",
-        )
-        result = asyncio.run(run(args, f"http://127.0.0.1:{port}"))
+        with local_serve() as http_url:
+            start = time.perf_counter()
+            serve.run(
+                build_app({"data_dir": data_dir, "beam_size": args.beam_size}),
+                name="whisper",
+                route_prefix="/whisper",
+            )
+            base_start_s = time.perf_counter() - start
+            serve.run(
+                build_app({"model": "tiny.en", "beam_size": args.beam_size}),
+                name="whisper-tiny",
+                route_prefix="/whisper-tiny",
+            )
+            result = asyncio.run(run(args, http_url))
     finally:
-        serve.shutdown()  # type: ignore[no-untyped-call]
-        ray.shutdown()
         shutil.rmtree(data_dir, ignore_errors=True)
     result["config"] = {
         "n": args.n,
@@ -211,8 +178,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    print(json.dumps(result, separators=(",", ":")))
-    print(table(result))
+    print_result(result, table(result))
 
 
 if __name__ == "__main__":
