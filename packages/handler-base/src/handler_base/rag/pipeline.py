@@ -1,0 +1,277 @@
+"""The RAG pipeline: embed the question, search, rerank, prompt, generate.
+
+One pipeline serves the chat and the voice handlers. Its clients are injected, so it
+runs the same through Ray handles or over HTTP::
+
+    pipeline = RAGPipeline(EmbeddingsClient(), MilvusClient(), LLMClient(), RerankerClient())
+    response = await pipeline.answer(ChatRequest(query="What does the ZX-41 cost?"))
+    async for item in pipeline.stream(request):
+        ...  # str pieces of the answer, then the ChatResponse
+
+Degraded paths:
+
+- Reranker down (``unavailable`` or ``timeout``), or no reranker: the passages keep
+  the search order, cut to ``top_n``, and each source says ``"reranked": False``.
+- No passages (an empty or missing collection, or a filter that matches nothing): the
+  answer is :attr:`RAGConfig.no_sources_answer` and the LLM is not called, so it is fast
+  and cannot make an answer up.
+- LLM down: its :class:`~handler_base.errors.UnavailableError` propagates.
+- A malformed filter: :class:`~handler_base.errors.InvalidRequestError` from the search.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from handler_base.clients.embeddings import EmbeddingsClient
+from handler_base.clients.llm import LLMClient
+from handler_base.clients.milvus import MilvusClient, quote_string
+from handler_base.clients.reranker import RerankerClient
+from handler_base.errors import RequestTimeoutError, UnavailableError
+from handler_base.inference import ChatCompletionRequest
+from handler_base.messages import ChatRequest, ChatResponse, ChatTimings, Source
+from handler_base.rag.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from handler_base.rag.documents import Document, chunk_document
+from handler_base.rag.prompt import SYSTEM_PROMPT, Prompt, PromptBudget, build_prompt
+from handler_base.telemetry import span
+
+logger = logging.getLogger(__name__)
+
+NO_SOURCES_ANSWER = (
+    "I found no sources in the knowledge base for this question, so I can't answer it from them."
+)
+
+RERANKED_KEY = "reranked"
+"""Source metadata: True when the reranker ordered the passages, False when it could not."""
+SEARCH_SCORE_KEY = "search_score"
+"""Source metadata: the vector search's score, when ``score`` is the reranker's."""
+
+
+class RAGConfig(BaseModel):
+    """Settings of a :class:`RAGPipeline`.
+
+    Attributes:
+        budget: The LLM's context budget for the prompt.
+        temperature: Sampling temperature of the answer.
+        system_prompt: The instructions for the model.
+        no_sources_answer: The answer when no passage was found.
+        chunk_size: Characters per chunk at ingest.
+        chunk_overlap: Characters of whole sentences repeated between chunks at ingest.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: PromptBudget = Field(default_factory=PromptBudget)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    system_prompt: str = SYSTEM_PROMPT
+    no_sources_answer: str = NO_SOURCES_ANSWER
+    chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
+    chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> Self:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be below chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class RAGPipeline:
+    """Answers ChatRequests from a Milvus knowledge base (see the module doc).
+
+    Attributes:
+        embeddings: Embeds questions and chunks.
+        store: The knowledge base.
+        llm: Writes the answers.
+        reranker: Orders the passages; None to keep the search order.
+        config: The pipeline's settings.
+    """
+
+    def __init__(
+        self,
+        embeddings: EmbeddingsClient,
+        store: MilvusClient,
+        llm: LLMClient,
+        reranker: RerankerClient | None = None,
+        config: RAGConfig | None = None,
+    ) -> None:
+        """Make a pipeline over the given clients (nothing is called yet)."""
+        self.embeddings = embeddings
+        self.store = store
+        self.llm = llm
+        self.reranker = reranker
+        self.config = config or RAGConfig()
+
+    # --- answering ----------------------------------------------------------------------
+
+    async def retrieve(
+        self, request: ChatRequest, timings: dict[str, float] | None = None
+    ) -> list[Source]:
+        """The passages for ``request``: embedded, searched, reranked to ``top_n``.
+
+        Args:
+            request: The question and the retrieval options.
+            timings: Where the ``embed``, ``search`` and ``rerank`` milliseconds go.
+
+        Returns:
+            At most ``top_n`` sources, best first.
+
+        Raises:
+            InvalidRequestError: A malformed filter.
+            PlatformError: What the embeddings service or the store raised.
+        """
+        with span("rag.embed", timings=timings, key="embed"):
+            vector = await self.embeddings.embed_one(request.query)
+        with span("rag.search", timings=timings, key="search"):
+            found = await self.store.search(
+                request.collection, vector, top_k=request.top_k, filter=request.filter
+            )
+        with span("rag.rerank", timings=timings, key="rerank"):
+            return await self._rerank(request.query, found, request.top_n)
+
+    async def _rerank(self, query: str, found: list[Source], top_n: int) -> list[Source]:
+        if not found:
+            return []
+        if self.reranker is not None:
+            try:
+                results = await self.reranker.rerank(query, [s.text for s in found], top_n)
+            except (UnavailableError, RequestTimeoutError) as exc:
+                logger.warning("reranker failed, keeping the search order: %s", exc.message)
+            else:
+                return [
+                    found[r.index].model_copy(
+                        update={
+                            "score": r.relevance_score,
+                            "metadata": {
+                                **found[r.index].metadata,
+                                RERANKED_KEY: True,
+                                SEARCH_SCORE_KEY: found[r.index].score,
+                            },
+                        }
+                    )
+                    for r in results
+                ]
+        return [
+            s.model_copy(update={"metadata": {**s.metadata, RERANKED_KEY: False}})
+            for s in found[:top_n]
+        ]
+
+    def prompt(self, request: ChatRequest, sources: Sequence[Source]) -> Prompt:
+        """The LLM prompt for ``request`` with ``sources``, within the context budget."""
+        return build_prompt(
+            request.query,
+            sources,
+            request.history,
+            self.config.budget,
+            self.config.system_prompt,
+        )
+
+    def _completion(self, prompt: Prompt) -> ChatCompletionRequest:
+        return ChatCompletionRequest(
+            messages=prompt.messages,
+            max_tokens=self.config.budget.answer_tokens,
+            temperature=self.config.temperature,
+        )
+
+    async def answer(self, request: ChatRequest) -> ChatResponse:
+        """The whole answer to ``request``, with its sources and the time of each stage.
+
+        Raises:
+            InvalidRequestError: A malformed filter.
+            UnavailableError: The LLM (or the embeddings service, or Milvus) is down.
+            PlatformError: What else a service raised.
+        """
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        sources = await self.retrieve(request, timings)
+        if not sources:
+            return self._response(request, self.config.no_sources_answer, [], timings, start)
+        prompt = self.prompt(request, sources)
+        with span("rag.generate", timings=timings, key="generate"):
+            text = (await self.llm.chat(self._completion(prompt))).text
+        return self._response(request, text, prompt.sources, timings, start)
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | ChatResponse, None]:
+        """The answer to ``request`` as it is written: text pieces, then the ChatResponse.
+
+        The ChatResponse's ``response`` is the pieces joined. Close the generator
+        (``aclose()``) when leaving early: the LLM then stops generating.
+
+        Raises:
+            PlatformError: As for :meth:`answer`; before the first piece, or during.
+        """
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        sources = await self.retrieve(request, timings)
+        if not sources:
+            yield self.config.no_sources_answer
+            yield self._response(request, self.config.no_sources_answer, [], timings, start)
+            return
+        prompt = self.prompt(request, sources)
+        pieces: list[str] = []
+        # Timed by hand: a span would stay the current context across the yields.
+        generate_start = time.perf_counter()
+        stream = self.llm.stream_text(self._completion(prompt))
+        try:
+            async for piece in stream:
+                pieces.append(piece)
+                yield piece
+        finally:
+            await stream.aclose()
+        timings["generate"] = (time.perf_counter() - generate_start) * 1000
+        yield self._response(request, "".join(pieces), prompt.sources, timings, start)
+
+    @staticmethod
+    def _response(
+        request: ChatRequest,
+        text: str,
+        sources: list[Source],
+        timings: dict[str, float],
+        start: float,
+    ) -> ChatResponse:
+        total = (time.perf_counter() - start) * 1000
+        return ChatResponse(
+            response=text,
+            sources=sources,
+            request_id=request.request_id,
+            timings_ms=ChatTimings(**timings, total=total),
+        )
+
+    # --- ingesting ----------------------------------------------------------------------
+
+    async def ingest(self, collection: str, documents: Sequence[Document]) -> list[str]:
+        """Chunk, embed and store documents; a document's old chunks are replaced.
+
+        Chunk ids derive from the content (:func:`~handler_base.clients.milvus.record_id`),
+        so ingesting the same document again adds nothing; chunks a changed document no
+        longer has are deleted after its new ones are stored.
+
+        Args:
+            collection: The collection (made when missing).
+            documents: The documents.
+
+        Returns:
+            The ids of the stored chunks, in order.
+
+        Raises:
+            PlatformError: What the embeddings service or the store raised.
+        """
+        ids: list[str] = []
+        for document in documents:
+            chunks = chunk_document(document, self.config.chunk_size, self.config.chunk_overlap)
+            vectors = await self.embeddings.embed([c.text for c in chunks])
+            records = [c.to_record(v) for c, v in zip(chunks, vectors, strict=True)]
+            stored = await self.store.upsert(collection, records)
+            stale = f"doc_id == {quote_string(document.id)}"
+            if stored:
+                stale += f" and id not in [{', '.join(quote_string(i) for i in stored)}]"
+            if await self.store.has_collection(collection):
+                await self.store.delete(collection, filter=stale)
+            ids.extend(stored)
+        return ids

@@ -1,0 +1,62 @@
+from handler_base.messages import HistoryMessage, Source
+from handler_base.rag.prompt import SYSTEM_PROMPT, PromptBudget, build_prompt
+
+
+def source(n: int, size: int = 100) -> Source:
+    return Source(id=f"s{n}", text=f"passage {n} " + "x" * size, score=1.0 / n)
+
+
+def history(n: int, size: int = 100) -> list[HistoryMessage]:
+    roles = ("user", "assistant")
+    return [HistoryMessage(role=roles[i % 2], content=f"turn {i} " + "y" * size) for i in range(n)]
+
+
+def test_everything_fits_in_a_large_budget() -> None:
+    prompt = build_prompt("What?", [source(1), source(2)], history(2))
+    roles = [m.role for m in prompt.messages]
+    assert roles == ["system", "user", "assistant", "user"]
+    system = prompt.messages[0].content
+    assert system.startswith(f"{SYSTEM_PROMPT}\n\nPassages:\n[1] passage 1 ")
+    assert "\n\n[2] passage 2 " in system
+    assert prompt.messages[-1].content == "What?"
+    assert [s.id for s in prompt.sources] == ["s1", "s2"]
+    assert (prompt.dropped_history, prompt.dropped_sources) == (0, 0)
+
+
+def test_the_system_prompt_asks_for_citations_and_honesty() -> None:
+    assert "[1]" in SYSTEM_PROMPT
+    assert "don't know" in SYSTEM_PROMPT
+
+
+def test_oldest_history_goes_first_then_lowest_ranked_passages() -> None:
+    budget = PromptBudget(context_tokens=600, answer_tokens=100, chars_per_token=3.0)  # 1500
+    sources = [source(i, 300) for i in range(1, 7)]
+    prompt = build_prompt("Q?", sources, history(6, 300), budget)
+    # Six passages of ~310 chars are over the budget alone: all history goes first.
+    assert prompt.dropped_history == 6
+    assert 0 < prompt.dropped_sources < 6
+    assert prompt.sources == sources[: 6 - prompt.dropped_sources]
+    assert sum(len(m.content) for m in prompt.messages) <= budget.prompt_chars
+    one_more = build_prompt("Q?", sources[: len(prompt.sources) + 1], budget=budget)
+    assert one_more.dropped_sources == 1
+
+
+def test_newest_history_is_kept_when_there_is_room() -> None:
+    budget = PromptBudget(context_tokens=1000, answer_tokens=100, chars_per_token=3.0)  # 2700
+    prompt = build_prompt("Q?", [source(1, 300)], history(10, 300), budget)
+    assert 0 < prompt.dropped_history < 10
+    kept = [m.content for m in prompt.messages[1:-1]]
+    assert kept == [m.content for m in history(10, 300)[prompt.dropped_history :]]
+    assert prompt.dropped_sources == 0
+
+
+def test_no_passages_fit_gives_an_empty_passage_list_and_the_question() -> None:
+    budget = PromptBudget(context_tokens=100, answer_tokens=10, chars_per_token=3.0)
+    prompt = build_prompt("Q?", [source(1, 500)], budget=budget)
+    assert prompt.sources == []
+    assert "[1]" not in prompt.messages[0].content.removeprefix(SYSTEM_PROMPT)
+    assert prompt.messages[-1].content == "Q?"
+
+
+def test_budget_in_characters() -> None:
+    assert PromptBudget(context_tokens=2048, answer_tokens=256).prompt_chars == 5376

@@ -1,0 +1,200 @@
+"""The RAG pipeline of handler_base with the real models on the session's Ray cluster.
+
+The embeddings, reranker and LLM apps of ray_inference are deployed; the pipeline
+reaches them through handles. The knowledge base is Milvus Lite in this process.
+"""
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
+from handler_base.errors import InvalidRequestError, UnavailableError
+from handler_base.messages import ChatRequest, ChatResponse
+from handler_base.rag import (
+    NO_SOURCES_ANSWER,
+    RERANKED_KEY,
+    Document,
+    RAGConfig,
+    RAGPipeline,
+    load_document,
+)
+from handler_base.testing.milvus_fixtures import lite_settings
+from handler_base.testing.ray_fixtures import LocalServe
+from ray_inference import embeddings, llm, reranker
+
+pytestmark = pytest.mark.integration
+
+COLLECTION = "products"
+FACT = "The ZX-41 flux capacitor ships in teal and costs 417 euros."
+QUESTION = "How much does the ZX-41 flux capacitor cost?"
+APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
+
+
+@pytest.fixture(scope="module")
+def model_apps(serve_instance: LocalServe) -> Iterator[None]:
+    from ray import serve
+
+    for name, module in APPS.items():
+        args = {"profile": "cpu"} if name == "llm" else None
+        serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
+    try:
+        yield
+    finally:
+        for name in APPS:
+            serve.delete(name)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Document]:
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "zx41.md").write_text(
+        "# ZX-41 flux capacitor\n\n"
+        f"{FACT} It draws 3.5 kW at peak, e.g. during a cold start. "
+        "Dr. Okafor designed its housing.\n"
+    )
+    (folder / "qp7.txt").write_text(
+        "The QP-7 router blinks amber while its firmware updates. It weighs 2.3 kg. "
+        "Its antennas fold flat for shipping."
+    )
+    (folder / "hours.txt").write_text(
+        "The support desk opens at 9 in the morning and closes at 5 in the afternoon. "
+        "It is closed on public holidays."
+    )
+    return [
+        load_document(folder / name, doc_id=name.split(".")[0])
+        for name in sorted(("zx41.md", "qp7.txt", "hours.txt"))
+    ]
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MilvusClient]:
+    client = MilvusClient(lite_settings(tmp_path_factory.mktemp("milvus")))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
+async def pipeline(
+    model_apps: None, store: MilvusClient, corpus: list[Document]
+) -> AsyncIterator[RAGPipeline]:
+    async with (
+        EmbeddingsClient(mode="handle") as embedder,
+        LLMClient(mode="handle") as writer,
+        RerankerClient(mode="handle") as ranker,
+    ):
+        # Greedy decoding, so the streamed and the whole answer can be compared.
+        rag = RAGPipeline(embedder, store, writer, ranker, RAGConfig(temperature=0))
+        await rag.ingest(COLLECTION, corpus)
+        yield rag
+
+
+async def test_the_answer_comes_from_the_passage_with_the_fact(pipeline: RAGPipeline) -> None:
+    response = await pipeline.answer(
+        ChatRequest(query=QUESTION, collection=COLLECTION, top_n=2, request_id="q-1")
+    )
+    assert response.request_id == "q-1"
+    top = response.sources[0]
+    assert FACT in top.text
+    assert top.metadata["doc_id"] == "zx41"
+    assert top.metadata["title"] == "ZX-41 flux capacitor"
+    assert top.metadata[RERANKED_KEY] is True
+    assert len(response.sources) <= 2
+    # The 135M model is weak: it states the fact for this one-part question (greedy),
+    # but rambles on a two-part one ("what colour and how much").
+    assert "417" in response.response
+    timings = response.timings_ms
+    assert min(timings.embed, timings.search, timings.rerank, timings.generate) > 0
+    assert timings.total >= timings.embed + timings.search + timings.rerank + timings.generate
+
+
+async def test_the_stream_ends_with_the_whole_text_and_the_same_sources(
+    pipeline: RAGPipeline,
+) -> None:
+    request = ChatRequest(query=QUESTION, collection=COLLECTION, top_n=2)
+    whole = await pipeline.answer(request)
+    items = [item async for item in pipeline.stream(request)]
+    *pieces, last = items
+    assert isinstance(last, ChatResponse)
+    assert pieces
+    assert all(isinstance(p, str) for p in pieces)
+    assert last.response == "".join(str(p) for p in pieces)
+    assert last.response == whole.response
+    assert [s.id for s in last.sources] == [s.id for s in whole.sources]
+    assert last.timings_ms.generate > 0
+
+
+async def test_ingesting_again_adds_nothing_and_a_changed_document_replaces_its_chunks(
+    pipeline: RAGPipeline, store: MilvusClient, corpus: list[Document]
+) -> None:
+    before = await store.count(COLLECTION)
+    await pipeline.ingest(COLLECTION, corpus)
+    assert await store.count(COLLECTION) == before
+    hours = next(d for d in corpus if d.id == "hours")
+    changed = hours.model_copy(update={"text": "The support desk is open around the clock."})
+    await pipeline.ingest(COLLECTION, [changed])
+    assert await store.count(COLLECTION) == before
+    found = await store.search(
+        COLLECTION, await pipeline.embeddings.embed_one("support desk"), 10, 'doc_id == "hours"'
+    )
+    assert [s.text for s in found] == [changed.text]
+    await pipeline.ingest(COLLECTION, [hours])
+
+
+async def test_a_filter_keeps_other_documents_out(pipeline: RAGPipeline) -> None:
+    request = ChatRequest(query=QUESTION, collection=COLLECTION, filter='doc_id == "qp7"')
+    sources = await pipeline.retrieve(request)
+    assert sources
+    assert {s.metadata["doc_id"] for s in sources} == {"qp7"}
+
+
+async def test_a_malformed_filter_is_an_invalid_request(pipeline: RAGPipeline) -> None:
+    request = ChatRequest(query=QUESTION, collection=COLLECTION, filter="doc_id ==== (")
+    with pytest.raises(InvalidRequestError, match="filter"):
+        await pipeline.answer(request)
+
+
+@pytest.mark.parametrize("collection", ["empty_one", "never_made"])
+async def test_no_sources_gives_an_answer_that_says_so(
+    pipeline: RAGPipeline, store: MilvusClient, collection: str
+) -> None:
+    if collection == "empty_one":
+        await store.ensure_collection(collection)
+    response = await pipeline.answer(ChatRequest(query=QUESTION, collection=collection))
+    assert response.response == NO_SOURCES_ANSWER
+    assert response.sources == []
+    assert response.timings_ms.generate == 0
+    items = [
+        item async for item in pipeline.stream(ChatRequest(query=QUESTION, collection=collection))
+    ]
+    assert items[0] == NO_SOURCES_ANSWER
+    assert isinstance(items[-1], ChatResponse)
+    assert items[-1].sources == []
+
+
+async def test_the_reranker_down_still_answers_in_search_order(pipeline: RAGPipeline) -> None:
+    async with RerankerClient(mode="handle", app_name="no_such_reranker") as missing:
+        degraded = RAGPipeline(
+            pipeline.embeddings, pipeline.store, pipeline.llm, missing, pipeline.config
+        )
+        request = ChatRequest(query=QUESTION, collection=COLLECTION, top_n=2)
+        response = await degraded.answer(request)
+    searched = await pipeline.store.search(
+        COLLECTION, await pipeline.embeddings.embed_one(QUESTION), top_k=10
+    )
+    assert [s.id for s in response.sources] == [s.id for s in searched[:2]]
+    assert all(s.metadata[RERANKED_KEY] is False for s in response.sources)
+    assert response.response
+
+
+async def test_the_llm_down_is_unavailable_fast(pipeline: RAGPipeline) -> None:
+    async with LLMClient(mode="handle", app_name="no_such_llm") as missing:
+        degraded = RAGPipeline(pipeline.embeddings, pipeline.store, missing, pipeline.reranker)
+        start = time.perf_counter()
+        with pytest.raises(UnavailableError):
+            await degraded.answer(ChatRequest(query=QUESTION, collection=COLLECTION))
+    assert time.perf_counter() - start < 20
