@@ -1,0 +1,306 @@
+"""The chat deployment: ``/chat`` answered with RAG, and the ``/chat/knowledge`` API.
+
+It owns the knowledge base (Milvus Lite under ``DATA_DIR`` by default, or the
+``milvus_uri`` builder argument): in the embedded stack it is the one process that
+opens the database. The models are reached through their clients (Ray handle first,
+HTTP fallback).
+
+Handle methods, for the voice handler and the NATS bridge: :meth:`ChatDeployment.chat`
+(a whole ChatResponse) and :meth:`ChatDeployment.chat_stream` (text pieces, then the
+ChatResponse; call it with ``handle.options(stream=True)``).
+"""
+
+# No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
+# routes' body models themselves, not their names.
+
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application
+
+from chat_handler.models import (
+    CollectionsResponse,
+    CollectionSummary,
+    DeleteResponse,
+    IngestRequest,
+    IngestResponse,
+    RagCompletionChunk,
+    RagCompletionRequest,
+    RagCompletionResponse,
+    SearchRequest,
+    SearchResponse,
+)
+from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
+from handler_base.clients.milvus import quote_string
+from handler_base.errors import InvalidRequestError, PlatformError, error_from_validation
+from handler_base.http import platform_app, sse_event, sse_response
+from handler_base.inference import (
+    AssistantMessage,
+    ChatCompletionChoice,
+    ChunkChoice,
+    ChunkDelta,
+    completion_id,
+)
+from handler_base.messages import DEFAULT_COLLECTION, ChatRequest, ChatResponse, HistoryMessage
+from handler_base.rag import RAGConfig, RAGPipeline
+from handler_base.settings import Settings
+
+DEFAULT_MODEL_NAME = "rag"
+"""The ``model`` answered by the OpenAI route when the request names none."""
+
+api: FastAPI = platform_app("Chat", "Chat answered from a knowledge base, with sources.")
+
+
+def as_chat_request(request: ChatRequest | Mapping[str, Any]) -> ChatRequest:
+    """``request`` validated (handle callers may pass a plain mapping).
+
+    Raises:
+        InvalidRequestError: It is malformed.
+        TooLargeError: It breaks a size limit.
+    """
+    if isinstance(request, ChatRequest):
+        return request
+    try:
+        return ChatRequest.model_validate(request)
+    except ValidationError as exc:
+        raise error_from_validation(exc) from exc
+
+
+def chat_request_of(body: RagCompletionRequest) -> ChatRequest:
+    """The ChatRequest of an OpenAI request: the last user message asks, the rest is history.
+
+    Raises:
+        InvalidRequestError: The last message is not the user's, or an option is invalid.
+        TooLargeError: A message breaks a size limit.
+    """
+    *earlier, last = body.messages
+    if last.role != "user":
+        raise InvalidRequestError("the last message must be the user's question")
+    try:
+        return ChatRequest(
+            query=last.content,
+            history=[HistoryMessage(role=m.role, content=m.content) for m in earlier],
+            collection=body.collection,
+            top_k=body.top_k,
+            top_n=body.top_n,
+            filter=body.filter,
+        )
+    except ValidationError as exc:
+        raise error_from_validation(exc) from exc
+
+
+async def _first_then_rest(
+    items: AsyncGenerator[str | ChatResponse, None],
+) -> tuple[str | ChatResponse, AsyncGenerator[str | ChatResponse, None]]:
+    """The first item (so errors before it become an error response), and the generator."""
+    try:
+        first = await anext(items)
+    except BaseException:
+        await items.aclose()
+        raise
+    return first, items
+
+
+@serve.deployment(name="ChatDeployment")
+@serve.ingress(api)
+class ChatDeployment:
+    """Answers questions from the knowledge base it owns."""
+
+    def __init__(self, milvus_uri: str | None = None, temperature: float = 0.2) -> None:
+        """Make the clients and the pipeline (nothing is connected yet).
+
+        Args:
+            milvus_uri: The knowledge base (a Milvus Lite ``.db`` path or a server URL);
+                the settings' (``MILVUS_URI``, ``MILVUS_HOST``, or Lite under
+                ``DATA_DIR``) when None.
+            temperature: Sampling temperature of the answers (0: greedy).
+        """
+        settings = Settings()
+        if milvus_uri is not None:
+            settings = settings.model_copy(update={"milvus_uri": milvus_uri, "milvus_host": None})
+        self.store = MilvusClient(settings)
+        self.pipeline = RAGPipeline(
+            EmbeddingsClient(settings),
+            self.store,
+            LLMClient(settings),
+            RerankerClient(settings),
+            RAGConfig(temperature=temperature),
+        )
+
+    # --- handle methods -----------------------------------------------------------------
+
+    async def chat(self, request: ChatRequest | Mapping[str, Any]) -> ChatResponse:
+        """The whole answer to ``request``, with its sources.
+
+        Raises:
+            PlatformError: A bad request, or a service that failed.
+        """
+        return await self.pipeline.answer(as_chat_request(request))
+
+    async def chat_stream(
+        self, request: ChatRequest | Mapping[str, Any]
+    ) -> AsyncIterator[str | ChatResponse]:
+        """The answer as it is written: text pieces, then the ChatResponse.
+
+        Raises:
+            PlatformError: A bad request, or a service that failed.
+        """
+        stream = self.pipeline.stream(as_chat_request(request))
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            await stream.aclose()
+
+    # --- HTTP routes ----------------------------------------------------------------------
+
+    @api.post("/", response_model=None)
+    async def post_chat(self, body: ChatRequest) -> ChatResponse | StreamingResponse:
+        """``POST /chat``: a ChatResponse, or SSE ``text`` events then ``done``."""
+        if not body.stream:
+            return await self.pipeline.answer(body)
+        first, rest = await _first_then_rest(self.pipeline.stream(body))
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                item = first
+                while True:
+                    if isinstance(item, ChatResponse):
+                        yield sse_event(item, event="done")
+                    else:
+                        yield sse_event({"text": item}, event="text")
+                    try:
+                        item = await anext(rest)
+                    except StopAsyncIteration:
+                        return
+            except PlatformError as exc:
+                yield sse_event(exc.to_reply(), event="error")
+            finally:
+                await rest.aclose()
+
+        return sse_response(events())
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(
+        self, body: RagCompletionRequest
+    ) -> RagCompletionResponse | StreamingResponse:
+        """The OpenAI chat route answered with RAG; sources in the extra ``sources`` field."""
+        request = chat_request_of(body)
+        model = body.model or DEFAULT_MODEL_NAME
+        if not body.stream:
+            answer = await self.pipeline.answer(request)
+            return RagCompletionResponse(
+                model=model,
+                choices=[
+                    ChatCompletionChoice(
+                        message=AssistantMessage(content=answer.response), finish_reason="stop"
+                    )
+                ],
+                sources=answer.sources,
+            )
+        first, rest = await _first_then_rest(self.pipeline.stream(request))
+        chunk_id = completion_id()
+
+        def chunk(delta: ChunkDelta, **fields: Any) -> str:
+            return sse_event(
+                RagCompletionChunk(
+                    id=chunk_id,
+                    model=model,
+                    choices=[ChunkChoice(delta=delta, finish_reason=fields.pop("finish", None))],
+                    **fields,
+                )
+            )
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield chunk(ChunkDelta(role="assistant", content=""))
+                item = first
+                while True:
+                    if isinstance(item, ChatResponse):
+                        yield chunk(ChunkDelta(), finish="stop", sources=item.sources)
+                    else:
+                        yield chunk(ChunkDelta(content=item))
+                    try:
+                        item = await anext(rest)
+                    except StopAsyncIteration:
+                        break
+                yield "data: [DONE]\n\n"
+            except PlatformError as exc:
+                yield sse_event(exc.to_reply())
+            finally:
+                await rest.aclose()
+
+        return sse_response(events())
+
+    @api.post("/knowledge/documents")
+    async def ingest(self, body: IngestRequest) -> IngestResponse:
+        """Chunk, embed and store documents; the same document again adds nothing."""
+        documents = [d.to_document() for d in body.documents]
+        chunk_ids = await self.pipeline.ingest(body.collection, documents)
+        return IngestResponse(
+            collection=body.collection, ids=[d.id for d in documents], chunks=len(chunk_ids)
+        )
+
+    @api.post("/knowledge/search")
+    async def search(self, body: SearchRequest) -> SearchResponse:
+        """The passages nearest the query, without reranking or an answer."""
+        vector = await self.pipeline.embeddings.embed_one(body.query)
+        found = await self.store.search(
+            body.collection, vector, top_k=body.top_k, filter=body.filter
+        )
+        return SearchResponse(results=found)
+
+    @api.delete("/knowledge/documents/{doc_id}")
+    async def delete_document(
+        self, doc_id: str, collection: str = Query(default=DEFAULT_COLLECTION)
+    ) -> DeleteResponse:
+        """Delete every chunk of a document."""
+        deleted = await self.store.delete(collection, filter=f"doc_id == {quote_string(doc_id)}")
+        return DeleteResponse(deleted=deleted)
+
+    @api.get("/knowledge/collections")
+    async def collections(self) -> CollectionsResponse:
+        """The collections and their chunk counts."""
+        found = await self.store.list_collections()
+        return CollectionsResponse(
+            collections=[CollectionSummary(name=c.name, count=c.count) for c in found]
+        )
+
+
+class ChatArgs(BaseModel):
+    """Builder arguments of the chat application (the Serve config's ``args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    milvus_uri: str | None = None
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    num_cpus: float = Field(default=0.1, gt=0.0)
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=128, ge=1)
+    retry_after_s: float = Field(default=1.0, ge=0.0)
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The chat application (``import_path: chat_handler:build_app``, route ``/chat``).
+
+    Args:
+        args: :class:`ChatArgs` fields.
+
+    Returns:
+        The bound deployment; nothing is opened until a replica starts.
+    """
+    a = ChatArgs.model_validate(args or {})
+    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
+    application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
+        num_replicas=a.num_replicas,
+        ray_actor_options={"num_cpus": a.num_cpus},
+        max_ongoing_requests=a.max_ongoing_requests,
+        max_queued_requests=a.max_queued_requests,
+        backpressure_config={"retry_after_s": a.retry_after_s},
+    ).bind(milvus_uri=a.milvus_uri, temperature=a.temperature)
+    return application
