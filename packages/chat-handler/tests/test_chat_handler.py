@@ -142,6 +142,13 @@ def test_a_deleted_document_is_no_longer_a_source(http: httpx.Client) -> None:
     assert all(s["metadata"]["doc_id"] != "zx41" for s in answer["sources"])
 
 
+def test_post_chat_without_a_trailing_slash_is_answered(chat_url: str, http: httpx.Client) -> None:
+    # `POST /chat` exactly as the contract writes it: no redirect to `/chat/`.
+    response = httpx.post(chat_url, json={"query": QUESTION, "collection": "empty"}, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["sources"] == []
+
+
 def test_the_stream_ends_with_the_same_text_and_sources(http: httpx.Client) -> None:
     body = {"query": QUESTION, "collection": COLLECTION, "top_n": 2}
     whole = http.post("", json=body).json()

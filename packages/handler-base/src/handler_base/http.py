@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from handler_base.errors import (
     SIZE_ERROR_TYPES,
@@ -108,9 +109,27 @@ def add_health_route(app: FastAPI) -> None:
         return {"status": "ok"}
 
 
+class _ServePrefixRoot:
+    """Route a request for the bare route prefix (``POST /chat``) to the app's ``/``.
+
+    Serve hands the app ``path == root_path`` for the prefix itself; Starlette would
+    answer that with a 307 to ``/chat/``, which many clients do not follow for a POST.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root_path = scope.get("root_path", "")
+        if scope["type"] == "http" and root_path and scope["path"] == root_path:
+            scope = {**scope, "path": root_path + "/", "raw_path": (root_path + "/").encode()}
+        await self.app(scope, receive, send)
+
+
 def platform_app(title: str, description: str = "") -> FastAPI:
     """A FastAPI app with the platform's error shape and health route."""
     app = FastAPI(title=title, description=description)
+    app.add_middleware(_ServePrefixRoot)
     install_error_handlers(app)
     add_health_route(app)
     return app

@@ -1,0 +1,157 @@
+"""Chat latency by stage: embed, search, rerank, generate, and the platform's own share.
+
+Deploys the cpu profile's embeddings, reranker and LLM apps and the chat handler (Milvus
+Lite in a temporary folder) on a local Ray, ingests a small corpus through the knowledge
+API, then asks questions over HTTP (``POST /chat``) at 1 and at 8 concurrent clients.
+Each answer reports its stage times (``timings_ms``); the platform's own share is the
+handler's total minus the model stages, and the transport share is what the client waited
+beyond the handler's total (Serve's proxy, JSON, the handle hop).
+
+Run: ``.venv/bin/python bench/chat.py -n 8``
+"""
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _common import local_serve, markdown_table, percentile, print_result
+
+STAGES = ("embed", "search", "rerank", "generate")
+PRODUCTS = [
+    ("ZX-41", "flux capacitor", "teal", 417),
+    ("QB-7", "harmonic resonator", "amber", 129),
+    ("LM-88", "plasma coupler", "violet", 2310),
+    ("TR-3", "quantum gasket", "ochre", 58),
+    ("VK-12", "ion diffuser", "crimson", 774),
+    ("PX-90", "graviton valve", "slate", 1999),
+]
+
+
+def corpus() -> list[dict[str, Any]]:
+    return [
+        {
+            "id": code.lower(),
+            "text": (
+                f"The {code} {name} is a product of Acme Orbital. It ships in {colour} and "
+                f"costs {price} euros. The {code} is serviced every 90 days."
+            ),
+            "metadata": {"title": f"{code} {name}"},
+        }
+        for code, name, colour, price in PRODUCTS
+    ]
+
+
+def questions(n: int) -> list[str]:
+    return [f"How much does the {PRODUCTS[i % len(PRODUCTS)][0]} cost?" for i in range(n)]
+
+
+async def ask(client: httpx.AsyncClient, query: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    response = await client.post("/chat", json={"query": query, "collection": "bench"})
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    body["client_ms"] = (time.perf_counter() - start) * 1000
+    return body
+
+
+async def round_of(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        await ask(client, "Warm up: what is the QB-7?")
+        pending = questions(n)
+        answers: list[dict[str, Any]] = []
+        start = time.perf_counter()
+
+        async def worker() -> None:
+            while pending:
+                answers.append(await ask(client, pending.pop()))
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - start
+    summary: dict[str, Any] = {"concurrency": concurrency, "requests": n}
+    for stage in (*STAGES, "total"):
+        values = [a["timings_ms"][stage] for a in answers]
+        summary[stage] = {
+            "p50": round(statistics.median(values), 1),
+            "p99": round(percentile(values, 99), 1),
+        }
+    platform = [a["timings_ms"]["total"] - sum(a["timings_ms"][s] for s in STAGES) for a in answers]
+    transport = [a["client_ms"] - a["timings_ms"]["total"] for a in answers]
+    client = [a["client_ms"] for a in answers]
+    summary["platform"] = {
+        "p50": round(statistics.median(platform), 1),
+        "p99": round(percentile(platform, 99), 1),
+    }
+    summary["transport"] = {
+        "p50": round(statistics.median(transport), 1),
+        "p99": round(percentile(transport, 99), 1),
+    }
+    summary["client"] = {
+        "p50": round(statistics.median(client), 1),
+        "p99": round(percentile(client, 99), 1),
+    }
+    summary["platform_share_of_client_p50"] = round(
+        (summary["platform"]["p50"] + summary["transport"]["p50"]) / summary["client"]["p50"], 4
+    )
+    summary["requests_per_s"] = round(n / wall, 2)
+    return summary
+
+
+def table(rounds: list[dict[str, Any]]) -> str:
+    columns = [*STAGES, "total", "platform", "transport", "client"]
+    rows = []
+    for r in rounds:
+        rows.append([f"{r['concurrency']} client(s), p50", *(r[c]["p50"] for c in columns)])
+        rows.append([f"{r['concurrency']} client(s), p99", *(r[c]["p99"] for c in columns)])
+    main = markdown_table(["ms", *columns], rows, align="l" + "r" * len(columns))
+    shares = markdown_table(
+        ["clients", "platform + transport share of client p50", "requests/s"],
+        [
+            [r["concurrency"], f"{r['platform_share_of_client_p50']:.1%}", r["requests_per_s"]]
+            for r in rounds
+        ],
+        align="lrr",
+    )
+    return f"{main}\n\n{shares}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-n", type=int, default=8, help="questions per round")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+
+    from ray import serve
+
+    from chat_handler import build_app as build_chat
+    from ray_inference.embeddings import build_app as build_embeddings
+    from ray_inference.llm import build_app as build_llm
+    from ray_inference.reranker import build_app as build_reranker
+
+    with tempfile.TemporaryDirectory() as data, local_serve() as base_url:
+        serve.run(
+            build_embeddings({"profile": "cpu"}), name="embeddings", route_prefix="/embeddings"
+        )
+        serve.run(build_reranker({"profile": "cpu"}), name="reranker", route_prefix="/reranker")
+        serve.run(build_llm({"profile": "cpu"}), name="llm", route_prefix="/llm")
+        milvus = str(Path(data) / "milvus.db")
+        serve.run(
+            build_chat({"milvus_uri": milvus, "temperature": 0}), name="chat", route_prefix="/chat"
+        )
+        ingest = httpx.post(
+            f"{base_url}/chat/knowledge/documents",
+            json={"collection": "bench", "documents": corpus()},
+            timeout=300,
+        )
+        ingest.raise_for_status()
+        rounds = [asyncio.run(round_of(base_url, args.n, c)) for c in args.concurrency]
+    print_result({"bench": "chat", "rounds": rounds}, table(rounds))
+
+
+if __name__ == "__main__":
+    main()
