@@ -36,7 +36,12 @@ from chat_handler.models import (
 )
 from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
 from handler_base.clients.milvus import quote_string
-from handler_base.errors import InvalidRequestError, PlatformError, error_from_validation
+from handler_base.errors import (
+    InvalidRequestError,
+    PlatformError,
+    error_from_validation,
+    validate_as,
+)
 from handler_base.http import platform_app, sse_event, sse_response
 from handler_base.inference import (
     AssistantMessage,
@@ -53,21 +58,6 @@ DEFAULT_MODEL_NAME = "rag"
 """The ``model`` answered by the OpenAI route when the request names none."""
 
 api: FastAPI = platform_app("Chat", "Chat answered from a knowledge base, with sources.")
-
-
-def as_chat_request(request: ChatRequest | Mapping[str, Any]) -> ChatRequest:
-    """``request`` validated (handle callers may pass a plain mapping).
-
-    Raises:
-        InvalidRequestError: It is malformed.
-        TooLargeError: It breaks a size limit.
-    """
-    if isinstance(request, ChatRequest):
-        return request
-    try:
-        return ChatRequest.model_validate(request)
-    except ValidationError as exc:
-        raise error_from_validation(exc) from exc
 
 
 def chat_request_of(body: RagCompletionRequest) -> ChatRequest:
@@ -139,7 +129,7 @@ class ChatDeployment:
         Raises:
             PlatformError: A bad request, or a service that failed.
         """
-        return await self.pipeline.answer(as_chat_request(request))
+        return await self.pipeline.answer(validate_as(ChatRequest, request))
 
     async def chat_stream(
         self, request: ChatRequest | Mapping[str, Any]
@@ -149,7 +139,7 @@ class ChatDeployment:
         Raises:
             PlatformError: A bad request, or a service that failed.
         """
-        stream = self.pipeline.stream(as_chat_request(request))
+        stream = self.pipeline.stream(validate_as(ChatRequest, request))
         try:
             async for item in stream:
                 yield item

@@ -8,7 +8,7 @@ a :class:`PlatformError` subclass; the transport layer turns it into that shape.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -153,6 +153,24 @@ def error_from_validation(exc: ValidationError) -> PlatformError:
     if any(err["type"] in SIZE_ERROR_TYPES for err in exc.errors()):
         return TooLargeError(message)
     return InvalidRequestError(message)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_as(model_type: type[ModelT], value: ModelT | Any) -> ModelT:
+    """``value`` as a ``model_type`` (handle callers may pass a plain mapping).
+
+    Raises:
+        InvalidRequestError: It is malformed.
+        TooLargeError: It breaks a size limit.
+    """
+    if isinstance(value, model_type):
+        return value
+    try:
+        return model_type.model_validate(value)
+    except ValidationError as exc:
+        raise error_from_validation(exc) from exc
 
 
 def too_large(message: str, **context: Any) -> Exception:

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 from numpy.typing import NDArray
-from pydantic import Field, ValidationError
+from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
-from handler_base.errors import error_from_validation
+from handler_base.errors import validate_as
 from handler_base.http import platform_app
 from handler_base.inference import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
 from ray_inference.profiles import ServiceArgs
@@ -50,21 +50,6 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
 api: FastAPI = platform_app(
     "Embeddings", "OpenAI-style text embeddings: all-MiniLM-L6-v2 on onnxruntime."
 )
-
-
-def as_embeddings_request(request: EmbeddingsRequest | Mapping[str, Any]) -> EmbeddingsRequest:
-    """``request`` validated (handle callers may pass a plain mapping).
-
-    Raises:
-        InvalidRequestError: It is malformed.
-        TooLargeError: It breaks a size limit.
-    """
-    if isinstance(request, EmbeddingsRequest):
-        return request
-    try:
-        return EmbeddingsRequest.model_validate(request)
-    except ValidationError as exc:
-        raise error_from_validation(exc) from exc
 
 
 def vector_base64(vector: NDArray[np.float32]) -> str:
@@ -134,7 +119,7 @@ class EmbeddingsDeployment:
             InvalidRequestError: The request is malformed.
             TooLargeError: It breaks a size limit (too many or too long texts).
         """
-        request = as_embeddings_request(request)
+        request = validate_as(EmbeddingsRequest, request)
         encoded = await asyncio.gather(*(self._encode_text(text) for text in request.texts))
         data = [
             Embedding(

@@ -33,11 +33,11 @@ from typing import Any, Literal, Protocol, Self
 import numpy as np
 from fastapi import FastAPI
 from numpy.typing import NDArray
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from ray import serve
 from ray.serve import Application
 
-from handler_base.errors import error_from_validation
+from handler_base.errors import validate_as
 from handler_base.http import platform_app
 from handler_base.inference import RerankRequest, RerankResponse, RerankResult
 from ray_inference.model_sources import ModelSourceError
@@ -323,21 +323,6 @@ def ranked(scores: NDArray[np.float64], top_n: int | None = None) -> list[Rerank
     return [RerankResult(index=int(i), relevance_score=float(scores[i])) for i in order]
 
 
-def as_rerank_request(request: RerankRequest | Mapping[str, Any]) -> RerankRequest:
-    """``request`` validated (handle callers may pass a plain mapping).
-
-    Raises:
-        InvalidRequestError: It is malformed.
-        TooLargeError: It breaks a size limit.
-    """
-    if isinstance(request, RerankRequest):
-        return request
-    try:
-        return RerankRequest.model_validate(request)
-    except ValidationError as exc:
-        raise error_from_validation(exc) from exc
-
-
 def make_scorer(
     method: RerankMethod,
     model_source: str | None = None,
@@ -432,7 +417,7 @@ class RerankerDeployment:
             InvalidRequestError: The request is malformed.
             TooLargeError: Too many or too long documents.
         """
-        request = as_rerank_request(request)
+        request = validate_as(RerankRequest, request)
         loop = asyncio.get_running_loop()
         scores = await loop.run_in_executor(
             self._executor, self._scorer.score, request.query, request.documents

@@ -41,12 +41,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 from starlette.datastructures import UploadFile
 
-from handler_base.errors import InvalidRequestError, TooLargeError, error_from_validation
+from handler_base.errors import (
+    InvalidRequestError,
+    TooLargeError,
+    validate_as,
+)
 from handler_base.http import platform_app
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
@@ -580,12 +584,9 @@ class WhisperDeployment:
                 raise InvalidRequestError(
                     f"response_format {response_format!r} is not supported: use json or text"
                 )
-            try:
-                options = TranscriptionOptions.model_validate(
-                    {key: value for key, value in fields.items() if value != ""}
-                )
-            except ValidationError as exc:
-                raise error_from_validation(exc) from exc
+            options = validate_as(
+                TranscriptionOptions, {key: value for key, value in fields.items() if value != ""}
+            )
             audio = await upload.read(MAX_TRANSCRIPTION_AUDIO_BYTES + 1)
         result = await self.transcribe(audio, options)
         if response_format == "text":
