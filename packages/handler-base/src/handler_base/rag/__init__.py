@@ -6,7 +6,13 @@ from handler_base.rag.chunking import (
     chunk_text,
     split_sentences,
 )
-from handler_base.rag.documents import Chunk, Document, chunk_document, load_document
+from handler_base.rag.documents import (
+    Chunk,
+    Document,
+    chunk_document,
+    load_document,
+    parse_document,
+)
 from handler_base.rag.pipeline import NO_SOURCES_ANSWER, RERANKED_KEY, RAGConfig, RAGPipeline
 from handler_base.rag.prompt import SYSTEM_PROMPT, Prompt, PromptBudget, build_prompt
 
@@ -26,5 +32,6 @@ __all__ = [
     "chunk_document",
     "chunk_text",
     "load_document",
+    "parse_document",
     "split_sentences",
 ]
