@@ -8,19 +8,17 @@ import of the script); Ray itself is imported only when :func:`local_serve` star
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from handler_base.local_ray import use_local_ray_env
 from handler_base.testing.ray_fixtures import free_port
 
 __all__ = [
-    "RAY_ENV",
     "Call",
-    "apply_ray_env",
     "free_port",
     "http_over_handle",
     "local_serve",
@@ -34,23 +32,7 @@ __all__ = [
 
 Call = Callable[[], Awaitable[Any]]
 
-RAY_ENV = {
-    # Single-machine mode, loopback only, no usage stats (read when Ray is imported/started).
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "RAY_AUTH_MODE": "disabled",
-}
-
-
-def apply_ray_env() -> None:
-    """Set each of :data:`RAY_ENV` unless the environment already has it."""
-    for name, value in RAY_ENV.items():
-        os.environ.setdefault(name, value)
-
-
-apply_ray_env()
+use_local_ray_env()
 
 
 @contextmanager
@@ -59,7 +41,7 @@ def local_serve() -> Iterator[str]:
 
     Shuts Serve and Ray down on exit, also when the body raises.
     """
-    apply_ray_env()
+    use_local_ray_env()
     import ray
     from ray import serve
 

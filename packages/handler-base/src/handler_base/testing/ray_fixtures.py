@@ -22,7 +22,6 @@ stats off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, ``RAY_USAGE_STATS_ENABLED=0`
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,23 +29,13 @@ from types import ModuleType
 
 import pytest
 
+from handler_base.local_ray import use_local_ray_env
+
 LOOPBACK = "127.0.0.1"
 OBJECT_STORE_BYTES = 256 * 1024**2
 """Object store of the test cluster: small, tests move little data."""
 
-# Read by Ray when it starts its processes, so set before any ray.init().
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# Explicit, so that a later `ray start` or `serve` CLI agrees with this cluster.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-# Under `uv run pytest`, Ray would otherwise start every worker with `uv run` in a copy
-# of the working directory (no .venv there: uv builds a new environment per worker).
-# The workers must run the driver's interpreter and environment, the code under test.
-# Read when Ray is imported.
-os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-# Serve kills an HTTP proxy that is not ready within 5 s, which a busy 2-core machine
-# can exceed while workers import; give it a minute.
-os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+use_local_ray_env()
 
 
 def free_port() -> int:

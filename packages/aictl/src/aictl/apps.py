@@ -1,0 +1,156 @@
+"""The one description of the platform's Serve applications, per profile.
+
+Everything that deploys the platform starts here: ``aictl up`` (the cpu profile on one
+machine), ``aictl render`` (a Serve config for ``serve deploy``, or a KubeRay RayService
+whose ``serveConfigV2`` is the same document). An application is named once, with its
+route prefix, the import path of its builder, the wheel that carries it and its builder
+arguments; the renderers in :mod:`aictl.render` only change the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ray_inference.llm_gpu import GPUEngineArgs, gpu_application_config
+from ray_inference.profiles import Profile
+
+AppRole = Literal["model", "handler", "web"]
+
+
+class AppSpec(BaseModel):
+    """One Serve application.
+
+    Attributes:
+        name: The application's name (clients find its handle by it).
+        route_prefix: Where the Serve proxy routes its HTTP requests.
+        import_path: ``module:builder`` that Serve calls with ``args``.
+        args: The builder's arguments.
+        packages: Our wheels the application imports (what a cluster installs through
+            ``runtime_env``); empty for applications whose code the image carries.
+        role: ``model`` (GPU in the gpu profile), ``handler`` or ``web`` (CPU only).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    route_prefix: str
+    import_path: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    packages: tuple[str, ...] = ()
+    role: AppRole
+
+
+class HandlerScale(BaseModel):
+    """Replicas and resources of a handler application (the builder's own arguments)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(gt=0)
+    max_ongoing_requests: int = Field(ge=1)
+
+    def args(self) -> dict[str, Any]:
+        """The builder arguments these fields become."""
+        return self.model_dump()
+
+
+HANDLER_SCALE: dict[Profile, dict[str, HandlerScale]] = {
+    # One machine with 2 cores: the handlers mostly wait on the models.
+    "cpu": {
+        "chat": HandlerScale(num_cpus=0.1, max_ongoing_requests=32),
+        "voice": HandlerScale(num_cpus=0.1, max_ongoing_requests=16),
+    },
+    # The decision record's handlers: on the head node, no GPU.
+    "gpu": {
+        "chat": HandlerScale(num_replicas=2, num_cpus=0.5, max_ongoing_requests=50),
+        "voice": HandlerScale(num_replicas=2, num_cpus=1, max_ongoing_requests=20),
+    },
+}
+
+MODEL_APPS = ("embeddings", "reranker", "llm", "whisper", "tts")
+"""The ray_inference applications, each deployed at ``/<name>`` from ``ray_inference.<name>``."""
+
+WEB_APP = "web"
+
+
+class StackOptions(BaseModel):
+    """Choices that change the rendered applications.
+
+    Attributes:
+        profile: ``cpu`` (one machine, the packaged models) or ``gpu`` (a GPU cluster).
+        milvus_uri: The knowledge base the chat handler opens (a Milvus Lite file, or a
+            server URL); the settings' when None.
+        llm_model_id: The name the gpu profile serves the LLM as.
+        llm_model_source: The Hugging Face-format model folder (or configured hub id) the
+            gpu profile's vLLM loads; ray_inference's default when None.
+        with_web: Include the web page (``/``); by default on one machine (cpu) only.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: Profile = "cpu"
+    milvus_uri: str | None = None
+    llm_model_id: str = "smollm2-135m-instruct"
+    llm_model_source: str | None = None
+    with_web: bool | None = None
+
+
+def applications(options: StackOptions | None = None) -> list[AppSpec]:
+    """Every application of the platform in ``options.profile``, models first."""
+    options = options or StackOptions()
+    profile = options.profile
+    apps = [_model_app(name, options) for name in MODEL_APPS]
+    chat_args = HANDLER_SCALE[profile]["chat"].args()
+    if options.milvus_uri:
+        chat_args["milvus_uri"] = options.milvus_uri
+    apps.append(
+        AppSpec(
+            name="chat",
+            route_prefix="/chat",
+            import_path="chat_handler:build_app",
+            args=chat_args,
+            packages=("handler-base", "chat-handler"),
+            role="handler",
+        )
+    )
+    apps.append(
+        AppSpec(
+            name="voice",
+            route_prefix="/voice",
+            import_path="voice_assistant:build_app",
+            args=HANDLER_SCALE[profile]["voice"].args(),
+            packages=("handler-base", "voice-assistant"),
+            role="handler",
+        )
+    )
+    if options.with_web if options.with_web is not None else profile == "cpu":
+        apps.append(
+            AppSpec(
+                name=WEB_APP,
+                route_prefix="/",
+                import_path="aictl.web:build_app",
+                packages=("handler-base", "aictl"),
+                role="web",
+            )
+        )
+    return apps
+
+
+def _model_app(name: str, options: StackOptions) -> AppSpec:
+    if name == "llm" and options.profile == "gpu":
+        engine = GPUEngineArgs(model_id=options.llm_model_id)
+        if options.llm_model_source:
+            engine = engine.model_copy(update={"model_source": options.llm_model_source})
+        entry = gpu_application_config(engine, name=name, route_prefix=f"/{name}")
+        # Ray Serve LLM's builder comes with Ray itself (ray[llm] in the GPU image).
+        return AppSpec(**entry, role="model")
+    return AppSpec(
+        name=name,
+        route_prefix=f"/{name}",
+        import_path=f"ray_inference.{name}:build_app",
+        args={"profile": options.profile},
+        packages=("handler-base", "ray-inference"),
+        role="model",
+    )

@@ -1,0 +1,532 @@
+"""``aictl``: run the platform on one machine, talk to it, render it for a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aictl.apps import StackOptions
+from aictl.local import (
+    SAMPLE_COLLECTION,
+    LocalStack,
+    StackState,
+    read_state,
+    stop_running_stack,
+)
+from aictl.render import ClusterOptions, PackageIndex, render, to_yaml
+from aictl.serve_api import ApplicationState, ServeApi, summarize
+from handler_base.errors import PlatformError, validate_as
+from handler_base.messages import ChatRequest, ChatResponse, Source, VoiceRequest, VoiceResponse
+from handler_base.settings import Settings
+
+app = typer.Typer(
+    name="aictl",
+    help="Chat and voice assistants over your own knowledge, on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+EXAMPLE_QUESTION = "How long does the Aurora X7 drone fly on one charge?"
+
+
+class Via(StrEnum):
+    """How a request reaches the platform."""
+
+    http = "http"
+    nats = "nats"
+
+
+class ProfileName(StrEnum):
+    """The deployment profiles."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class FormatName(StrEnum):
+    """What ``aictl render`` writes."""
+
+    serve = "serve"
+    rayservice = "rayservice"
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``message`` as an error; the caller raises what this returns."""
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def serve_url(settings: Settings) -> str:
+    """The Serve proxy of the running local stack, else the one the settings name."""
+    state = read_state(settings)
+    if state is not None:
+        return state.serve_url
+    return settings.service_url("chat").rsplit("/chat", 1)[0]
+
+
+# --- up / down ---------------------------------------------------------------------------
+
+
+def _apps_table(states: list[ApplicationState]) -> Table:
+    table = Table(title=f"Applications: {summarize(states) or 'starting'}", title_justify="left")
+    table.add_column("app")
+    table.add_column("route")
+    table.add_column("status")
+    table.add_column("replicas")
+    colours = {"RUNNING": "green", "DEPLOYING": "yellow"}
+    for state in states:
+        replicas = "; ".join(d.describe_replicas() for d in state.deployments) or "-"
+        colour = colours.get(state.status, "red")
+        table.add_row(
+            state.name, state.route_prefix or "-", f"[{colour}]{state.status}[/]", replicas
+        )
+    return table
+
+
+def _deploy_with_progress(stack: LocalStack) -> None:
+    """Deploy, showing the applications' states: a live table, or a line per change."""
+    if console.is_terminal:
+        with Live(_apps_table([]), console=console, refresh_per_second=2) as live:
+            stack.deploy(lambda states: live.update(_apps_table(states)))
+        return
+    last = ""
+
+    def print_changes(states: list[ApplicationState]) -> None:
+        nonlocal last
+        line = ", ".join(f"{s.name} {s.status.lower()}" for s in states)
+        if line != last:
+            stack.say(f"Applications: {line}")
+            last = line
+
+    stack.deploy(print_changes)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def print_examples(stack: LocalStack) -> None:
+    """The URLs and three examples that work as pasted."""
+    base = stack.serve_url
+    python = sys.executable
+    aictl = Path(sys.argv[0]).resolve()
+    body = f'{{"query": "{EXAMPLE_QUESTION}"}}'
+    openai_code = (
+        "from openai import OpenAI; "
+        f"c = OpenAI(base_url='{base}/chat/v1', api_key='none'); "
+        "r = c.chat.completions.create(model='rag', messages=[{'role': 'user', "
+        f"'content': '{EXAMPLE_QUESTION}'}}]); print(r.choices[0].message.content)"
+    )
+    console.print()
+    console.print("[bold green]The platform is up.[/]")
+    console.print(f"  Web page:        [link={base}/]{base}/[/link]")
+    console.print(f"  Ray dashboard:   {stack.dashboard_url}")
+    console.print(f"  NATS:            {stack.nats_url}")
+    console.print()
+    console.print("[bold]Try it[/] (each line works as pasted):")
+    console.print("  # HTTP, the answer with its sources")
+    console.print(
+        f"  curl -s {base}/chat -H 'content-type: application/json' -d '{body}'", soft_wrap=True
+    )
+    console.print("  # the OpenAI client, against the RAG chat")
+    console.print(f'  {python} -c "{openai_code}"', soft_wrap=True)
+    console.print("  # over NATS (ai.chat.request, through the bridge)")
+    console.print(f'  {aictl} chat --via nats "{EXAMPLE_QUESTION}"', soft_wrap=True)
+    console.print()
+    console.print("Press Ctrl-C to stop everything (or run `aictl down` in another shell).")
+
+
+@app.command()
+def up(
+    serve_port: Annotated[int, typer.Option(help="Port of the Serve proxy (HTTP).")] = 8000,
+    dashboard_port: Annotated[int, typer.Option(help="Port of the Ray dashboard.")] = 8265,
+    bridge: Annotated[bool, typer.Option(help="Start the NATS bridge.")] = True,
+    sample: Annotated[
+        bool, typer.Option(help="Ingest the sample documents on the first run.")
+    ] = True,
+) -> None:
+    """Start the whole platform on this machine: NATS, Ray, the models, chat, voice, the web page.
+
+    Runs until Ctrl-C (or `aictl down`), then stops all it started.
+    """
+    settings = Settings()
+    stack = LocalStack(
+        settings,
+        serve_port=serve_port,
+        dashboard_port=dashboard_port,
+        say=lambda line: console.print(f"[bold]==>[/] {line}", soft_wrap=True),
+    )
+    try:
+        stack.check_free()
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    try:
+        stack.start_nats()
+        stack.start_ray()
+        # Ray's own SIGTERM handler (installed by ray.init) ends the process at once;
+        # ours stops everything first.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        stack.write_state()
+        _deploy_with_progress(stack)
+        if bridge:
+            stack.start_bridge()
+        if sample:
+            chunks = stack.ingest_sample()
+            if chunks is not None:
+                stack.say(
+                    f"Sample knowledge base ingested: {chunks} chunks in '{SAMPLE_COLLECTION}'"
+                )
+        stack.say(f"Ready in {time.monotonic() - started:.0f} s")
+        print_examples(stack)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print()
+        stack.say("Stopping (Ctrl-C or aictl down)")
+    except (RuntimeError, PlatformError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stack.stop()
+    console.print("[bold]Stopped.[/] Everything aictl up started has ended.")
+
+
+@app.command()
+def down() -> None:
+    """Stop the platform that `aictl up` runs (from another shell)."""
+    if not stop_running_stack(Settings(), say=lambda line: console.print(f"[bold]==>[/] {line}")):
+        console.print("Nothing to stop: no `aictl up` is running.")
+        return
+    console.print("[bold]Stopped.[/]")
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@app.command()
+def status() -> None:
+    """Show the applications and their replicas, NATS, and the knowledge base's collections."""
+    settings = Settings()
+    state = read_state(settings)
+    if state is None:
+        console.print("No local stack is running (start one with `aictl up`).")
+    else:
+        console.print(f"Local stack: aictl up, pid {state.pid}, up {_since(state)}")
+        api = ServeApi(state.dashboard_url, timeout_s=10)
+        try:
+            console.print(_apps_table(api.applications()))
+        except Exception as exc:
+            console.print(f"[red]Serve does not answer at {state.dashboard_url}: {exc}[/]")
+        finally:
+            api.close()
+    nats_url = state.nats_url if state else settings.nats_url
+    console.print(f"NATS at {_redact(nats_url)}: {asyncio.run(_nats_answers(settings, nats_url))}")
+    base = serve_url(settings)
+    try:
+        collections = asyncio.run(_collections(settings, base))
+    except PlatformError as exc:
+        console.print(f"Knowledge base at {base}/chat: [red]{exc}[/]")
+        return
+    table = Table(title="Knowledge base collections", title_justify="left")
+    table.add_column("collection")
+    table.add_column("chunks", justify="right")
+    for name, count in collections:
+        table.add_row(name, str(count))
+    console.print(table)
+
+
+def _since(state: StackState) -> str:
+    seconds = int(time.time() - state.started_at)
+    return (
+        f"{seconds // 3600} h {seconds % 3600 // 60} min"
+        if seconds >= 3600
+        else f"{seconds // 60} min"
+    )
+
+
+def _redact(url: str) -> str:
+    from handler_base.messaging.connection import redact_url
+
+    return redact_url(url)
+
+
+async def _nats_answers(settings: Settings, url: str) -> str:
+    from handler_base.messaging import connect
+
+    try:
+        nc = await connect(settings.model_copy(update={"nats_url": url}), connect_wait_s=3)
+    except Exception as exc:
+        return f"[red]not reachable ({type(exc).__name__})[/]"
+    await nc.close()
+    return "[green]connected[/]"
+
+
+async def _collections(settings: Settings, base: str) -> list[tuple[str, int]]:
+    from handler_base.clients import KnowledgeClient
+
+    async with KnowledgeClient(settings, mode="http", base_url=f"{base}/chat") as client:
+        answer = await client.collections()
+    return [(c.name, c.count) for c in answer.collections]
+
+
+# --- ingest ------------------------------------------------------------------------------
+
+
+def supported_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """The files under ``paths`` that the knowledge base reads, in a stable order."""
+    from handler_base.rag.documents import SUPPORTED_SUFFIXES
+
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in SUPPORTED_SUFFIXES:
+                    yield file
+        else:
+            yield path
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .html .pdf).")],
+    collection: Annotated[str, typer.Option(help="The collection to add them to.")] = "default",
+    batch: Annotated[int, typer.Option(min=1, max=64, help="Documents per request.")] = 8,
+) -> None:
+    """Add documents to the knowledge base (the same file again adds nothing)."""
+    settings = Settings()
+    files = list(supported_files(paths))
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise fail(f"no such file: {', '.join(map(str, missing))}")
+    if not files:
+        raise fail("no .txt, .md, .html or .pdf files found there")
+    try:
+        written, skipped = asyncio.run(
+            _ingest(settings, serve_url(settings), files, collection, batch)
+        )
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"[bold green]Ingested[/] {len(files) - len(skipped)} of {len(files)} files "
+        f"into '{collection}': {written} chunks."
+    )
+    for file, why in skipped:
+        console.print(f"  [yellow]skipped[/] {file}: {why}")
+    if skipped:
+        raise typer.Exit(1)
+
+
+async def _ingest(
+    settings: Settings, base: str, files: list[Path], collection: str, batch: int
+) -> tuple[int, list[tuple[Path, str]]]:
+    from handler_base.clients import KnowledgeClient
+    from handler_base.rag.documents import load_document
+
+    written = 0
+    skipped: list[tuple[Path, str]] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    async with KnowledgeClient(settings, mode="http", base_url=f"{base}/chat") as client:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("Ingesting", total=len(files))
+            for start in range(0, len(files), batch):
+                documents = []
+                for file in files[start : start + batch]:
+                    try:
+                        document = load_document(file)
+                    except (PlatformError, OSError) as exc:
+                        skipped.append((file, str(exc)))
+                        continue
+                    documents.append(
+                        {"id": document.id, "text": document.text, "metadata": document.metadata}
+                    )
+                if documents:
+                    answer = await client.ingest({"collection": collection, "documents": documents})
+                    written += answer.chunks
+                progress.update(task, advance=len(files[start : start + batch]))
+    return written, skipped
+
+
+# --- chat / voice ------------------------------------------------------------------------
+
+
+def print_sources(sources: Sequence[Source]) -> None:
+    """The sources of an answer, numbered as the answer cites them."""
+    if not sources:
+        return
+    console.print("[bold]Sources[/]")
+    for number, source in enumerate(sources, 1):
+        title = source.metadata.get("title") or source.metadata.get("path") or source.id
+        console.print(f"  [{number}] {title} (score {source.score:.2f})")
+
+
+@app.command()
+def chat(
+    question: Annotated[str, typer.Argument(help="What to ask.")],
+    via: Annotated[Via, typer.Option(help="Ask over HTTP or over NATS.")] = Via.http,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is written (HTTP).")] = False,
+    collection: Annotated[str, typer.Option(help="The knowledge base collection.")] = "default",
+) -> None:
+    """Ask a question; the answer comes from the knowledge base, with its sources."""
+    settings = Settings()
+    try:
+        request = validate_as(ChatRequest, {"query": question, "collection": collection})
+        if via is Via.nats:
+            if stream:
+                raise fail("--stream works over HTTP only (NATS replies are whole answers)")
+            answer = asyncio.run(
+                _nats_request(settings, settings.nats_chat_subject, request, ChatResponse)
+            )
+            console.print(answer.response)
+        elif stream:
+            answer = asyncio.run(_chat_stream(settings, request))
+        else:
+            answer = asyncio.run(_chat(settings, request))
+            console.print(answer.response)
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    print_sources(answer.sources)
+
+
+async def _chat(settings: Settings, request: ChatRequest) -> ChatResponse:
+    from handler_base.clients import ChatClient
+
+    async with ChatClient(settings, mode="http", base_url=f"{serve_url(settings)}/chat") as client:
+        return await client.chat(request)
+
+
+async def _chat_stream(settings: Settings, request: ChatRequest) -> ChatResponse:
+    from handler_base.clients import ChatClient
+
+    async with ChatClient(settings, mode="http", base_url=f"{serve_url(settings)}/chat") as client:
+        pieces: AsyncIterator[str | ChatResponse] = client.chat_stream(request)
+        async for item in pieces:
+            if isinstance(item, ChatResponse):
+                console.print()
+                return item
+            console.print(item, end="", soft_wrap=True)
+    raise PlatformError("the answer ended without its sources")
+
+
+async def _nats_request(
+    settings: Settings, subject: str, payload: Any, reply_type: type[Any]
+) -> Any:
+    from handler_base.messaging import connect, request
+
+    state = read_state(settings)
+    if state is not None:
+        settings = settings.model_copy(update={"nats_url": state.nats_url})
+    nc = await connect(settings, connect_wait_s=5)
+    try:
+        return await request(nc, subject, payload, reply_type, timeout=300)
+    finally:
+        await nc.close()
+
+
+@app.command()
+def voice(
+    audio: Annotated[
+        Path, typer.Argument(help="A spoken question (WAV, or any format Whisper reads).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the spoken answer (WAV).")
+    ] = Path("answer.wav"),
+    via: Annotated[Via, typer.Option(help="Ask over HTTP or over NATS.")] = Via.http,
+    collection: Annotated[str, typer.Option(help="The knowledge base collection.")] = "default",
+) -> None:
+    """Ask a spoken question; write the spoken answer and print what was heard and said."""
+    settings = Settings()
+    if not audio.is_file():
+        raise fail(f"no such file: {audio}")
+    try:
+        request = validate_as(VoiceRequest, {"audio": audio.read_bytes(), "collection": collection})
+        if via is Via.nats:
+            answer = asyncio.run(
+                _nats_request(settings, settings.nats_voice_subject, request, VoiceResponse)
+            )
+        else:
+            answer = asyncio.run(_voice(settings, request))
+    except PlatformError as exc:
+        raise fail(str(exc)) from None
+    output.write_bytes(answer.audio)
+    console.print(f"[bold]Heard:[/] {answer.transcript}")
+    console.print(f"[bold]Answer:[/] {answer.response}")
+    print_sources(answer.sources)
+    console.print(f"Spoken answer written to {output}")
+
+
+async def _voice(settings: Settings, request: VoiceRequest) -> VoiceResponse:
+    from handler_base.clients import VoiceClient
+
+    async with VoiceClient(
+        settings, mode="http", base_url=f"{serve_url(settings)}/voice"
+    ) as client:
+        return await client.voice(request)
+
+
+# --- render ------------------------------------------------------------------------------
+
+
+@app.command(name="render")
+def render_command(
+    profile: Annotated[
+        ProfileName, typer.Option(help="cpu: one machine; gpu: a GPU cluster.")
+    ] = ProfileName.cpu,
+    fmt: Annotated[
+        FormatName, typer.Option("--format", help="A Serve config, or a KubeRay RayService.")
+    ] = FormatName.serve,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+    index_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The private package index (simple API) the cluster installs our packages from."
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="The package version to install (default: this one).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="The RayService's name.")] = "ai-inference",
+    namespace: Annotated[str, typer.Option(help="The RayService's namespace.")] = "ai-ml",
+) -> None:
+    """Print the Serve config (`serve deploy`) or the RayService of a profile, validated."""
+    cluster = ClusterOptions(name=name, namespace=namespace)
+    if index_url or version:
+        cluster = cluster.model_copy(
+            update={"index": PackageIndex(url=index_url or cluster.index.url, version=version)}
+        )
+    document = render(fmt.value, StackOptions(profile=profile.value), cluster)
+    text = to_yaml(document)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        err.print(f"Wrote {output}")
+
+
+def main() -> None:
+    """The ``aictl`` console script."""
+    app()

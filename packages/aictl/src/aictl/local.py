@@ -1,0 +1,378 @@
+"""The whole platform on one machine: what ``aictl up`` starts, and stops again.
+
+In order: NATS (the one at ``NATS_URL`` when it answers, else the bundled ``nats-server``
+with JetStream under the data folder), a local Ray cluster on 127.0.0.1 with its
+dashboard, every application of the cpu profile applied as one Serve config through
+Serve's REST API (the document ``aictl render`` prints), the NATS bridge actors, and on
+the first run the bundled sample knowledge base. A state file in the data folder tells
+``aictl down`` and ``aictl status`` in other shells what runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel
+
+from aictl.apps import StackOptions
+from aictl.render import ServeOptions, serve_config
+from aictl.serve_api import ApplicationState, ServeApi
+from handler_base.local_ray import use_local_ray_env
+from handler_base.settings import Settings
+from handler_base.testing.nats import NatsServer
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+SAMPLE_COLLECTION = "default"
+RAY_NAMESPACE = "ray-ai-platform"
+
+
+class StackState(BaseModel):
+    """What a running ``aictl up`` wrote down for the other commands."""
+
+    pid: int
+    serve_url: str
+    dashboard_url: str
+    nats_url: str
+    nats_pid: int | None = None
+    started_at: float
+
+
+def state_path(settings: Settings) -> Path:
+    """The state file of the stack that uses ``settings.data_dir``."""
+    return settings.data_dir / "aictl" / "stack.json"
+
+
+def read_state(settings: Settings) -> StackState | None:
+    """The running stack's state, or None when no stack runs (a stale file is removed)."""
+    path = state_path(settings)
+    try:
+        state = StackState.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(state.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def port_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True when something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def sample_documents() -> list[dict[str, Any]]:
+    """The bundled sample knowledge base, as knowledge-API documents."""
+    from handler_base.rag.documents import parse_document
+
+    documents = []
+    folder = resources.files("aictl") / "sample"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".md"):
+            continue
+        text, title = parse_document(entry.read_bytes(), entry.name)
+        metadata = {"path": f"sample/{entry.name}", **({"title": title} if title else {})}
+        documents.append({"id": f"sample/{entry.name}", "text": text, "metadata": metadata})
+    return documents
+
+
+Progress = Callable[[str], None]
+"""Receives one line of what is happening, in words a user knows."""
+
+AppsProgress = Callable[[list[ApplicationState]], None]
+"""Receives the applications' states while they deploy."""
+
+
+@dataclass
+class LocalStack:
+    """The processes ``aictl up`` starts, and how to stop them.
+
+    Attributes:
+        settings: Where the data lives and where NATS is.
+        serve_port: The Serve proxy's port on 127.0.0.1.
+        dashboard_port: The Ray dashboard's port on 127.0.0.1.
+        num_cpus: CPUs Ray may use (None: all of the machine's).
+        say: Where progress lines go.
+    """
+
+    settings: Settings
+    serve_port: int = 8000
+    dashboard_port: int = 8265
+    num_cpus: int | None = None
+    say: Progress = logger.info
+    _nats: NatsServer | None = None
+    _ray_started: bool = False
+    _bridges: Any = None
+
+    @property
+    def serve_url(self) -> str:
+        """The Serve proxy's base URL."""
+        return f"http://{LOOPBACK}:{self.serve_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The Ray dashboard's base URL."""
+        return f"http://{LOOPBACK}:{self.dashboard_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """The NATS the stack uses."""
+        return self._nats.url if self._nats is not None else self.settings.nats_url
+
+    # --- start ------------------------------------------------------------------------
+
+    def check_free(self) -> None:
+        """Fail early, with what to do, when another stack or program holds the ports.
+
+        Raises:
+            RuntimeError: A stack already runs, or a port is taken.
+        """
+        running = read_state(self.settings)
+        if running is not None:
+            raise RuntimeError(
+                f"the stack is already running (aictl up, pid {running.pid}); "
+                "stop it with `aictl down` first"
+            )
+        for name, port in (("Serve", self.serve_port), ("Ray dashboard", self.dashboard_port)):
+            if port_answers(LOOPBACK, port):
+                raise RuntimeError(
+                    f"port {port} on {LOOPBACK} (for the {name}) is taken by another program; "
+                    "stop it or choose another port"
+                )
+
+    def start_nats(self) -> None:
+        """Use the NATS at ``NATS_URL`` when it answers; else start the bundled server."""
+        url = urlsplit(self.settings.nats_servers[0])
+        host, port = url.hostname or LOOPBACK, url.port or 4222
+        if port_answers(host, port):
+            self.say(f"Using the NATS server that answers at {host}:{port}")
+            return
+        if host not in (LOOPBACK, "localhost"):
+            raise RuntimeError(
+                f"NATS_URL points at {host}:{port}, which does not answer; start it, or unset "
+                "NATS_URL to use the bundled server"
+            )
+        self.say(f"Starting the bundled NATS server on {LOOPBACK}:{port} (JetStream on)")
+        self._nats = NatsServer(port=port, workdir=self.settings.data_dir / "nats").start()
+
+    def start_ray(self) -> None:
+        """Start a local Ray cluster on 127.0.0.1 with its dashboard, and Serve."""
+        use_local_ray_env()
+        # The applications and the bridge read their settings from the environment Ray's
+        # workers inherit from this process.
+        os.environ["NATS_URL"] = self.nats_url
+        os.environ["DATA_DIR"] = str(self.settings.data_dir)
+        import ray
+
+        self.say("Starting Ray on 127.0.0.1 (this takes up to a minute)")
+        context = ray.init(
+            namespace=RAY_NAMESPACE,
+            num_cpus=self.num_cpus,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            dashboard_port=self.dashboard_port,
+            _node_ip_address=LOOPBACK,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+        self._ray_started = True
+        # Another Ray on this machine may have taken the port since check_free(): talk
+        # only to the dashboard this cluster reports, never to whatever has the port.
+        if not context.dashboard_url:
+            raise RuntimeError(
+                f"the Ray dashboard did not start (is port {self.dashboard_port} taken?); "
+                "Serve's config API needs it"
+            )
+        self.dashboard_port = int(context.dashboard_url.rsplit(":", 1)[1])
+
+    def deploy(self, on_progress: AppsProgress, timeout_s: float = 1800.0) -> None:
+        """Apply the cpu profile's Serve config and wait until every application runs.
+
+        Raises:
+            RuntimeError: An application failed to deploy (Serve's message), or not all
+                ran within ``timeout_s``.
+        """
+        config = serve_config(
+            StackOptions(profile="cpu"),
+            ServeOptions(http_host=LOOPBACK, http_port=self.serve_port),
+        )
+        api = ServeApi(self.dashboard_url)
+        try:
+            self._wait_for_dashboard(api)
+            self.say(f"Deploying {len(config['applications'])} applications (models load now)")
+            api.deploy(config)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                states = api.applications()
+                on_progress(states)
+                failed = [s for s in states if s.has_failed]
+                if failed:
+                    raise RuntimeError(
+                        "; ".join(f"{s.name} failed to deploy: {s.message}" for s in failed)
+                    )
+                if states and all(s.is_running for s in states):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not every application ran within {timeout_s:.0f} s")
+                time.sleep(1.0)
+        finally:
+            api.close()
+
+    def _wait_for_dashboard(self, api: ServeApi, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                api.applications()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    def start_bridge(self) -> None:
+        """Start the NATS bridge actors (chat and voice requests over NATS)."""
+        from pipeline_bridge import start_bridges
+
+        self.say("Starting the NATS bridge (ai.chat.request, voice.request, ai.pipeline.trigger)")
+        self._bridges = start_bridges(
+            1, settings=self.settings.model_copy(update={"nats_url": self.nats_url})
+        )
+
+    def ingest_sample(self, force: bool = False) -> int | None:
+        """Ingest the bundled sample knowledge base on the first run.
+
+        Returns:
+            The chunks written, or None when it was ingested before.
+        """
+        marker = self.settings.data_dir / "aictl" / "sample-ingested"
+        if marker.exists() and not force:
+            return None
+        import asyncio
+
+        from handler_base.clients import KnowledgeClient
+
+        documents = sample_documents()
+        self.say(f"Ingesting the sample knowledge base ({len(documents)} documents)")
+
+        async def ingest() -> int:
+            async with KnowledgeClient(
+                self.settings, mode="http", base_url=f"{self.serve_url}/chat"
+            ) as client:
+                answer = await client.ingest(
+                    {"collection": SAMPLE_COLLECTION, "documents": documents}
+                )
+                return answer.chunks
+
+        chunks = asyncio.run(ingest())
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"documents": len(documents), "chunks": chunks}))
+        return chunks
+
+    def write_state(self) -> None:
+        """Record this stack for ``aictl down`` and ``aictl status``."""
+        state = StackState(
+            pid=os.getpid(),
+            serve_url=self.serve_url,
+            dashboard_url=self.dashboard_url,
+            nats_url=self.nats_url,
+            nats_pid=self._nats.pid if self._nats is not None else None,
+            started_at=time.time(),
+        )
+        path = state_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(state.model_dump_json(indent=2))
+
+    # --- stop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything this stack started, in reverse order; safe to call twice."""
+        if self._bridges is not None:
+            from pipeline_bridge import stop_bridges
+
+            self.say("Stopping the NATS bridge")
+            try:
+                stop_bridges()
+            except Exception as exc:  # the cluster goes next anyway
+                logger.warning("stopping the bridge: %s", exc)
+            self._bridges = None
+        if self._ray_started:
+            import ray
+            from ray import serve
+
+            self.say("Stopping the applications and Ray")
+            try:
+                serve.shutdown()  # type: ignore[no-untyped-call]
+            except Exception as exc:  # ray.shutdown() ends them anyway
+                logger.warning("stopping Serve: %s", exc)
+            ray.shutdown()
+            self._ray_started = False
+        if self._nats is not None:
+            self.say("Stopping the bundled NATS server")
+            self._nats.stop()
+            self._nats = None
+        if _state_is_ours(state_path(self.settings)):
+            state_path(self.settings).unlink(missing_ok=True)
+
+
+def _state_is_ours(path: Path) -> bool:
+    try:
+        return StackState.model_validate_json(path.read_text()).pid == os.getpid()
+    except (OSError, ValueError):
+        return False
+
+
+def stop_running_stack(settings: Settings, timeout_s: float = 90.0, say: Progress = print) -> bool:
+    """Stop the stack another ``aictl up`` runs (what ``aictl down`` does).
+
+    Sends it SIGTERM (it then stops all it started, as on Ctrl-C) and waits; kills it and
+    its NATS server when it does not end within ``timeout_s``.
+
+    Returns:
+        False when no stack was running.
+    """
+    state = read_state(settings)
+    if state is None:
+        return False
+    say(f"Stopping the stack (aictl up, pid {state.pid})")
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if pid_alive(state.pid):
+        say(f"It did not stop within {timeout_s:.0f} s; killing it")
+        # Ray's processes share its process group when it leads one (started from a shell).
+        if os.getpgid(state.pid) == state.pid:
+            os.killpg(state.pid, signal.SIGKILL)
+        else:
+            os.kill(state.pid, signal.SIGKILL)
+        if state.nats_pid is not None and pid_alive(state.nats_pid):
+            os.kill(state.nats_pid, signal.SIGKILL)
+    state_path(settings).unlink(missing_ok=True)
+    return True

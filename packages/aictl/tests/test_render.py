@@ -1,0 +1,159 @@
+"""The one description of the applications, rendered for one machine and for a cluster.
+
+Both forms are checked with Ray's own ServeDeploySchema; the RayService also with the
+KubeRay CRD schema in ../shared/kuberay (a data file of the kuberay project, read in place).
+"""
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from aictl.apps import MODEL_APPS, StackOptions, applications
+from aictl.cli import app as cli
+from aictl.render import (
+    ClusterOptions,
+    PackageIndex,
+    ServeOptions,
+    render,
+    serve_config,
+    to_yaml,
+    validate_rayservice,
+    validate_serve_config,
+)
+
+CRD = Path(__file__).resolve().parents[3].parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
+INDEX = "https://pypi.internal.example/simple/"
+
+
+def by_name(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in config["applications"]}
+
+
+def deployment_options(entry: dict[str, Any]) -> dict[str, Any]:
+    return entry.get("args", {})
+
+
+def test_cpu_config_is_every_app_on_loopback_without_installs() -> None:
+    config = render("serve", StackOptions(profile="cpu"))
+    apps = by_name(config)
+    assert list(apps) == [*MODEL_APPS, "chat", "voice", "web"]
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    assert {name: entry["route_prefix"] for name, entry in apps.items()} == {
+        **{name: f"/{name}" for name in MODEL_APPS},
+        "chat": "/chat",
+        "voice": "/voice",
+        "web": "/",
+    }
+    assert all("runtime_env" not in entry for entry in apps.values())
+    assert apps["llm"]["import_path"] == "ray_inference.llm:build_app"
+    assert apps["chat"]["args"]["num_cpus"] < 0.5
+
+
+def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
+    manifest = render(
+        "rayservice",
+        StackOptions(profile="gpu"),
+        ClusterOptions(index=PackageIndex(url=INDEX, version="1.2.3")),
+    )
+    assert manifest["kind"] == "RayService"
+    serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    apps = by_name(serve)
+    assert "web" not in apps
+    # The LLM through Ray Serve LLM (vLLM) with 0.95 GPU.
+    llm = apps["llm"]
+    assert llm["import_path"] == "ray.serve.llm:build_openai_app"
+    bundle = llm["args"]["llm_configs"][0]["placement_group_config"]["bundles"][0]
+    assert bundle["GPU"] == pytest.approx(0.95)
+    # Handlers: 0 GPU, the decision record's replicas, CPUs and concurrency.
+    assert apps["chat"]["args"] == {"num_replicas": 2, "num_cpus": 0.5, "max_ongoing_requests": 50}
+    assert apps["voice"]["args"] == {"num_replicas": 2, "num_cpus": 1, "max_ongoing_requests": 20}
+    for name in ("chat", "voice"):
+        env = apps[name]["runtime_env"]
+        assert env["pip"]["packages"] == [
+            "handler-base==1.2.3",
+            f"{name}-{'handler' if name == 'chat' else 'assistant'}==1.2.3",
+        ]
+        # Ray's own form of a private index (pip_find_links would be ignored).
+        assert env["pip"]["pip_install_options"][:2] == ["--index-url", INDEX]
+        assert "pip_find_links" not in env
+        assert set(env["env_vars"]) == {"NATS_URL", "MILVUS_HOST", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-gpus"] == "0"
+    worker = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+
+def test_gpu_model_apps_get_their_gpu_fractions_from_the_profile() -> None:
+    from ray_inference.profiles import resources
+
+    expected = {"whisper": 0.5, "tts": 0.5, "embeddings": 0.8, "reranker": 0.8, "llm": 0.95}
+    assert {name: resources(name, "gpu").num_gpus for name in expected} == expected
+    apps = {app.name: app for app in applications(StackOptions(profile="gpu"))}
+    for name in ("whisper", "tts", "embeddings", "reranker"):
+        assert apps[name].args == {"profile": "gpu"}
+
+
+def test_serve_config_validates_with_rays_schema_and_rejects_nonsense() -> None:
+    config = render("serve", StackOptions(profile="gpu"))
+    validate_serve_config(config)
+    broken = {**config, "applications": [{**config["applications"][0], "route_prefix": 5}]}
+    with pytest.raises(ValueError, match="route_prefix"):
+        validate_serve_config(broken)
+
+
+def test_only_named_apps_are_rendered_and_unknown_names_are_refused() -> None:
+    config = serve_config(StackOptions(), ServeOptions(apps=("chat",)))
+    assert [entry["name"] for entry in config["applications"]] == ["chat"]
+    with pytest.raises(ValueError, match="no such application: nope"):
+        serve_config(StackOptions(), ServeOptions(apps=("nope",)))
+
+
+@pytest.mark.skipif(not CRD.exists(), reason=f"the KubeRay CRD is not at {CRD}")
+def test_rayservice_validates_against_the_kuberay_crd() -> None:
+    manifest = render("rayservice", StackOptions(profile="gpu"))
+    validate_rayservice(manifest, CRD)
+    broken = {**manifest, "spec": {**manifest["spec"], "serveConfigV2": 42}}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_rayservice(broken, CRD)
+
+
+def test_yaml_round_trips_and_keeps_the_serve_config_readable() -> None:
+    manifest = render("rayservice", StackOptions(profile="gpu"))
+    text = to_yaml(manifest)
+    assert yaml.safe_load(text) == manifest
+    assert "serveConfigV2: |" in text
+
+
+def test_render_command_writes_the_documents(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["render", "--profile", "cpu", "--format", "serve"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == render("serve", StackOptions(profile="cpu"))
+    out = tmp_path / "rayservice.yaml"
+    result = runner.invoke(
+        cli,
+        [
+            "render",
+            "--profile",
+            "gpu",
+            "--format",
+            "rayservice",
+            "--index-url",
+            INDEX,
+            "--version",
+            "2.0.0",
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(out.read_text())
+    serve = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert by_name(serve)["chat"]["runtime_env"]["pip"]["packages"][1] == "chat-handler==2.0.0"
+    result = runner.invoke(cli, ["render", "--profile", "tpu"])
+    assert result.exit_code != 0

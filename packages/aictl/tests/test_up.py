@@ -1,0 +1,198 @@
+"""`aictl up` as a user runs it: the whole stack, the printed examples pasted, `aictl down`.
+
+The stack runs in its own process (its own Ray cluster, NATS server and data folder, on
+free ports), so this also proves that nothing is left behind once it stops.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from handler_base.testing.ray_fixtures import free_port
+from handler_base.testing.speech import speak
+
+pytestmark = pytest.mark.integration
+
+AICTL = str(Path(sys.executable).with_name("aictl"))
+READY_LINE = "The platform is up."
+STARTUP_TIMEOUT_S = 1200
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def aictl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AICTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def example(self, marker: str) -> str:
+        """The command printed on the line after the comment that contains ``marker``."""
+        for index, line in enumerate(self.lines):
+            if line.strip().startswith("#") and marker in line:
+                return self.lines[index + 1].strip()
+        raise AssertionError(f"no example {marker!r} in:\n{self.output}")
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    found = subprocess.run(
+        ["ps", "-eo", "pgid=,stat=,cmd="], capture_output=True, text=True, check=True
+    ).stdout
+    return [
+        line
+        for line in found.splitlines()
+        if line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")
+    ]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    data_dir = tmp_path_factory.mktemp("aictl-data")
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "NATS_URL": f"nats://127.0.0.1:{free_port()}",
+        "COLUMNS": "400",
+    }
+    serve_port, dashboard_port = free_port(), free_port()
+    env["CHAT_URL"] = f"http://127.0.0.1:{serve_port}/chat"
+    process = subprocess.Popen(
+        [AICTL, "up", "--serve-port", str(serve_port), "--dashboard-port", str(dashboard_port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    running = RunningStack(process, env)
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            running.lines.append(line.rstrip("\n"))
+            if "Press Ctrl-C" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not ready.wait(2) and process.poll() is None and time.monotonic() < deadline:
+            pass
+        assert ready.is_set(), f"aictl up did not come up:\n{running.output}"
+        yield running
+    finally:
+        # Only when a test failed half-way: the stack's own group, by its id.
+        if processes_in_group(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_up_reports_progress_and_prints_where_things_are(stack: RunningStack) -> None:
+    out = stack.output
+    assert READY_LINE in out
+    for step in ("Starting the bundled NATS server", "Starting Ray", "Deploying 8 applications"):
+        assert step in out
+    assert "Sample knowledge base ingested" in out
+    assert re.search(r"Web page: +http://127\.0\.0\.1:\d+/", out)
+
+
+def test_printed_curl_example_answers_from_the_sample(stack: RunningStack) -> None:
+    command = stack.example("HTTP")
+    assert command.startswith("curl ")
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "42" in result.stdout
+    assert "aurora-x7.md" in result.stdout
+
+
+def test_printed_openai_example_answers(stack: RunningStack) -> None:
+    command = stack.example("OpenAI")
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "42" in result.stdout
+
+
+def test_printed_nats_example_answers_through_the_bridge(stack: RunningStack) -> None:
+    command = stack.example("NATS")
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=300, env=stack.env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "42" in result.stdout
+    assert "Aurora X7 drone" in result.stdout  # the source's title
+
+
+def test_status_shows_apps_nats_and_collections(stack: RunningStack) -> None:
+    result = stack.aictl("status")
+    assert result.returncode == 0, result.stderr
+    assert "8 running" in result.stdout
+    assert "connected" in result.stdout
+    assert re.search(r"default\s*│\s*\d+", result.stdout)
+
+
+def test_ingest_then_chat_and_voice(stack: RunningStack, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Lab notes\n\nThe Zephyr-9 kettle boils water in 71 seconds.\n")
+    result = stack.aictl("ingest", str(notes), "--collection", "lab")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ingested 1 of 1 files into 'lab'" in result.stdout
+
+    result = stack.aictl(
+        "chat", "--collection", "lab", "--stream", "How fast does the Zephyr-9 boil water?"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "71" in result.stdout
+    assert "Lab notes" in result.stdout
+
+    question = tmp_path / "question.wav"
+    question.write_bytes(speak("How long does the Aurora X7 drone fly on one charge?"))
+    answer = tmp_path / "answer.wav"
+    result = stack.aictl("voice", str(question), "-o", str(answer))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Aurora" in result.stdout
+    assert answer.read_bytes()[:4] == b"RIFF"
+
+
+def test_bad_input_gets_a_clear_error(stack: RunningStack, tmp_path: Path) -> None:
+    result = stack.aictl("ingest", str(tmp_path / "missing.md"))
+    assert result.returncode == 1
+    assert "no such file" in result.stderr
+    result = stack.aictl("chat", "")
+    assert result.returncode == 1
+    assert "error" in result.stderr.lower()
+
+
+def test_a_second_up_is_refused(stack: RunningStack) -> None:
+    result = stack.aictl("up", timeout=60)
+    assert result.returncode == 1
+    assert "already running" in result.stderr
+
+
+def test_down_stops_everything_it_started(stack: RunningStack) -> None:
+    result = stack.aictl("down", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stack.process.wait(timeout=60) == 0
+    assert "Stopped." in stack.output
+    deadline = time.monotonic() + 30
+    while processes_in_group(stack.process.pid) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert processes_in_group(stack.process.pid) == []
+    result = stack.aictl("status")
+    assert "No local stack is running" in result.stdout
