@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 SAMPLE_COLLECTION = "default"
 RAY_NAMESPACE = "ray-ai-platform"
+RAY_START_ATTEMPTS = 3
 
 
 class StackState(BaseModel):
@@ -192,16 +193,25 @@ class LocalStack:
         import ray
 
         self.say("Starting Ray on 127.0.0.1 (this takes up to a minute)")
-        context = ray.init(
-            namespace=RAY_NAMESPACE,
-            num_cpus=self.num_cpus,
-            include_dashboard=True,
-            dashboard_host=LOOPBACK,
-            dashboard_port=self.dashboard_port,
-            _node_ip_address=LOOPBACK,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        # Ray gives its node 30 s to register; a busy machine can miss that once.
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
+            try:
+                context = ray.init(
+                    namespace=RAY_NAMESPACE,
+                    num_cpus=self.num_cpus,
+                    include_dashboard=True,
+                    dashboard_host=LOOPBACK,
+                    dashboard_port=self.dashboard_port,
+                    _node_ip_address=LOOPBACK,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                break
+            except Exception as exc:
+                ray.shutdown()
+                if "timed out during startup" not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                    raise
+                self.say("Ray took too long to start (a busy machine?); trying again")
         self._ray_started = True
         # Another Ray on this machine may have taken the port since check_free(): talk
         # only to the dashboard this cluster reports, never to whatever has the port.

@@ -7,7 +7,9 @@ HTTP fallback).
 
 Handle methods, for the voice handler and the NATS bridge: :meth:`ChatDeployment.chat`
 (a whole ChatResponse) and :meth:`ChatDeployment.chat_stream` (text pieces, then the
-ChatResponse; call it with ``handle.options(stream=True)``).
+ChatResponse; call it with ``handle.options(stream=True)``); for the knowledge base
+(:class:`handler_base.clients.KnowledgeClient`): ``ingest``, ``search``,
+``delete_document`` and ``collections``, which the ``/knowledge`` routes call too.
 """
 
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
@@ -25,6 +27,7 @@ from ray.serve import Application
 from chat_handler.models import (
     CollectionsResponse,
     CollectionSummary,
+    DeleteRequest,
     DeleteResponse,
     IngestRequest,
     IngestResponse,
@@ -53,6 +56,7 @@ from handler_base.inference import (
 from handler_base.messages import DEFAULT_COLLECTION, ChatRequest, ChatResponse, HistoryMessage
 from handler_base.rag import RAGConfig, RAGPipeline
 from handler_base.settings import Settings
+from handler_base.telemetry import continue_trace, setup_telemetry
 
 DEFAULT_MODEL_NAME = "rag"
 """The ``model`` answered by the OpenAI route when the request names none."""
@@ -112,6 +116,7 @@ class ChatDeployment:
         settings = Settings()
         if milvus_uri is not None:
             settings = settings.model_copy(update={"milvus_uri": milvus_uri, "milvus_host": None})
+        setup_telemetry(settings, service_name="chat-handler")
         self.store = MilvusClient(settings)
         self.pipeline = RAGPipeline(
             EmbeddingsClient(settings),
@@ -123,6 +128,7 @@ class ChatDeployment:
 
     # --- handle methods -----------------------------------------------------------------
 
+    @continue_trace
     async def chat(self, request: ChatRequest | Mapping[str, Any]) -> ChatResponse:
         """The whole answer to ``request``, with its sources.
 
@@ -131,6 +137,7 @@ class ChatDeployment:
         """
         return await self.pipeline.answer(validate_as(ChatRequest, request))
 
+    @continue_trace
     async def chat_stream(
         self, request: ChatRequest | Mapping[str, Any]
     ) -> AsyncIterator[str | ChatResponse]:
@@ -145,6 +152,51 @@ class ChatDeployment:
                 yield item
         finally:
             await stream.aclose()
+
+    async def ingest(self, request: IngestRequest | Mapping[str, Any]) -> IngestResponse:
+        """Chunk, embed and store documents; the same document again adds nothing.
+
+        Raises:
+            PlatformError: A bad request, or a service that failed.
+        """
+        body = validate_as(IngestRequest, request)
+        documents = [d.to_document() for d in body.documents]
+        chunk_ids = await self.pipeline.ingest(body.collection, documents)
+        return IngestResponse(
+            collection=body.collection, ids=[d.id for d in documents], chunks=len(chunk_ids)
+        )
+
+    async def search(self, request: SearchRequest | Mapping[str, Any]) -> SearchResponse:
+        """The passages nearest the query, without reranking or an answer.
+
+        Raises:
+            PlatformError: A bad request, or a service that failed.
+        """
+        body = validate_as(SearchRequest, request)
+        vector = await self.pipeline.embeddings.embed_one(body.query)
+        found = await self.store.search(
+            body.collection, vector, top_k=body.top_k, filter=body.filter
+        )
+        return SearchResponse(results=found)
+
+    async def delete_document(self, request: DeleteRequest | Mapping[str, Any]) -> DeleteResponse:
+        """Delete every chunk of a document (``{id, collection}``).
+
+        Raises:
+            PlatformError: A bad request, or a store that failed.
+        """
+        body = validate_as(DeleteRequest, request)
+        deleted = await self.store.delete(
+            body.collection, filter=f"doc_id == {quote_string(body.id)}"
+        )
+        return DeleteResponse(deleted=deleted)
+
+    async def collections(self) -> CollectionsResponse:
+        """The collections and their chunk counts."""
+        found = await self.store.list_collections()
+        return CollectionsResponse(
+            collections=[CollectionSummary(name=c.name, count=c.count) for c in found]
+        )
 
     # --- HTTP routes ----------------------------------------------------------------------
 
@@ -227,38 +279,27 @@ class ChatDeployment:
         return sse_response(events())
 
     @api.post("/knowledge/documents")
-    async def ingest(self, body: IngestRequest) -> IngestResponse:
-        """Chunk, embed and store documents; the same document again adds nothing."""
-        documents = [d.to_document() for d in body.documents]
-        chunk_ids = await self.pipeline.ingest(body.collection, documents)
-        return IngestResponse(
-            collection=body.collection, ids=[d.id for d in documents], chunks=len(chunk_ids)
-        )
+    async def post_documents(self, body: IngestRequest) -> IngestResponse:
+        """``POST /chat/knowledge/documents``: see :meth:`ingest`."""
+        return await self.ingest(body)
 
     @api.post("/knowledge/search")
-    async def search(self, body: SearchRequest) -> SearchResponse:
-        """The passages nearest the query, without reranking or an answer."""
-        vector = await self.pipeline.embeddings.embed_one(body.query)
-        found = await self.store.search(
-            body.collection, vector, top_k=body.top_k, filter=body.filter
-        )
-        return SearchResponse(results=found)
+    async def post_search(self, body: SearchRequest) -> SearchResponse:
+        """``POST /chat/knowledge/search``: see :meth:`search`."""
+        return await self.search(body)
 
-    @api.delete("/knowledge/documents/{doc_id}")
-    async def delete_document(
+    # `:path`: document ids made from file paths hold slashes.
+    @api.delete("/knowledge/documents/{doc_id:path}")
+    async def delete_document_route(
         self, doc_id: str, collection: str = Query(default=DEFAULT_COLLECTION)
     ) -> DeleteResponse:
-        """Delete every chunk of a document."""
-        deleted = await self.store.delete(collection, filter=f"doc_id == {quote_string(doc_id)}")
-        return DeleteResponse(deleted=deleted)
+        """``DELETE /chat/knowledge/documents/{id}?collection=``: see :meth:`delete_document`."""
+        return await self.delete_document({"id": doc_id, "collection": collection})
 
     @api.get("/knowledge/collections")
-    async def collections(self) -> CollectionsResponse:
-        """The collections and their chunk counts."""
-        found = await self.store.list_collections()
-        return CollectionsResponse(
-            collections=[CollectionSummary(name=c.name, count=c.count) for c in found]
-        )
+    async def get_collections(self) -> CollectionsResponse:
+        """``GET /chat/knowledge/collections``: see :meth:`collections`."""
+        return await self.collections()
 
 
 class ChatArgs(BaseModel):

@@ -161,6 +161,8 @@ class VoiceRequest(_RetrievalOptions):
     sample_rate: int | None = Field(default=None, ge=8000, le=192_000)
     """Required for ``pcm_s16le``; a WAV file carries its own rate."""
     voice: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    response_format: Literal["wav", "pcm"] = "wav"
+    """The answer's audio: a WAV file, or raw ``s16le`` mono PCM at ``sample_rate``."""
 
     @model_validator(mode="after")
     def _audio_needs_a_rate(self) -> Self:
@@ -189,8 +191,59 @@ class VoiceResponse(_Message):
     sources: list[Source] = Field(default_factory=list)
     audio: AudioBytes
     sample_rate: int
+    audio_format: Literal["wav", "pcm"] = "wav"
+    """What ``audio`` holds: the request's ``response_format``."""
     request_id: str | None = None
     timings_ms: VoiceTimings = Field(default_factory=VoiceTimings)
+
+
+class VoiceTranscriptEvent(_Message):
+    """Stream event ``transcript``: what was heard."""
+
+    type: Literal["transcript"] = "transcript"
+    text: str
+    language: str | None = None
+
+
+class VoiceTextEvent(_Message):
+    """Stream event ``text``: the next piece of the written answer."""
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class VoiceAudioEvent(_Message):
+    """Stream event ``audio``: one sentence of the answer, spoken; ``index`` counts from 0."""
+
+    type: Literal["audio"] = "audio"
+    index: int = Field(ge=0)
+    text: str
+    """The sentence spoken."""
+    audio: AudioBytes
+    sample_rate: int
+    audio_format: Literal["wav", "pcm"] = "wav"
+
+
+class VoiceDoneEvent(_Message):
+    """Stream event ``done``, the last: the whole answer as text, its sources and timings."""
+
+    type: Literal["done"] = "done"
+    transcript: str
+    response: str
+    sources: list[Source] = Field(default_factory=list)
+    sentences: int = 0
+    """How many ``audio`` events came before."""
+    first_audio_ms: float | None = None
+    """From the request to the first ``audio`` event (None when there was none)."""
+    request_id: str | None = None
+    timings_ms: VoiceTimings = Field(default_factory=VoiceTimings)
+
+
+VoiceEvent = Annotated[
+    VoiceTranscriptEvent | VoiceTextEvent | VoiceAudioEvent | VoiceDoneEvent,
+    Field(discriminator="type"),
+]
+"""One event of a streamed voice answer; over SSE the event name is its ``type``."""
 
 
 class PipelineRunState(StrEnum):

@@ -1,7 +1,9 @@
 """Clients of the platform's services: a Ray Serve handle first, HTTP as the fallback."""
 
 from handler_base.clients.base import CallPath, ClientMode, ServerSentEvent, ServiceClient
+from handler_base.clients.chat import ChatClient
 from handler_base.clients.embeddings import EmbeddingsClient
+from handler_base.clients.knowledge import KnowledgeClient
 from handler_base.clients.llm import LLMClient
 from handler_base.clients.milvus import (
     CollectionInfo,
@@ -13,12 +15,15 @@ from handler_base.clients.milvus import (
 from handler_base.clients.reranker import RerankerClient
 from handler_base.clients.stt import STTClient
 from handler_base.clients.tts import TTSClient
+from handler_base.clients.voice import VoiceClient
 
 __all__ = [
     "CallPath",
+    "ChatClient",
     "ClientMode",
     "CollectionInfo",
     "EmbeddingsClient",
+    "KnowledgeClient",
     "KnowledgeRecord",
     "LLMClient",
     "MilvusClient",
@@ -27,6 +32,7 @@ __all__ = [
     "ServerSentEvent",
     "ServiceClient",
     "TTSClient",
+    "VoiceClient",
     "quote_string",
     "record_id",
 ]

@@ -53,7 +53,7 @@ from handler_base.errors import (
     UnavailableError,
 )
 from handler_base.settings import Settings
-from handler_base.telemetry import inject_trace_headers
+from handler_base.telemetry import TRACE_CONTEXT_KWARG, inject_trace_headers, trace_carrier
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,9 @@ class ServiceClient:
     retry_after_max_s: ClassVar[float] = 5.0
     app_recheck_s: ClassVar[float] = 30.0
     handle_lookup_timeout_s: ClassVar[float] = 15.0
+    passes_trace_context: ClassVar[bool] = False
+    """The deployment's handle methods take the caller's trace context (they are decorated
+    with :func:`handler_base.telemetry.continue_trace`): handle calls pass it along."""
 
     def __init__(
         self,
@@ -292,7 +295,7 @@ class ServiceClient:
                 platform's typed error.
         """
         handle = self._require_handle()
-        response = getattr(handle, method).remote(*args, **kwargs)
+        response = getattr(handle, method).remote(*args, **self._with_trace(kwargs))
         deadline = asyncio.timeout(self._timeout_s)
         try:
             async with deadline:
@@ -317,7 +320,7 @@ class ServiceClient:
             PlatformError: As for :meth:`_handle_call`.
         """
         self._require_handle()
-        generator = getattr(self._stream_handle, method).remote(*args, **kwargs)
+        generator = getattr(self._stream_handle, method).remote(*args, **self._with_trace(kwargs))
         finished = False
         try:
             while True:
@@ -340,6 +343,13 @@ class ServiceClient:
         finally:
             if not finished:
                 generator.cancel()
+
+    def _with_trace(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` plus the current trace context, for deployments that take it."""
+        if not self.passes_trace_context or TRACE_CONTEXT_KWARG in kwargs:
+            return kwargs
+        carrier = trace_carrier()
+        return kwargs if carrier is None else {**kwargs, TRACE_CONTEXT_KWARG: carrier}
 
     def _require_handle(self) -> Any:
         if self._handle is None:

@@ -1,0 +1,95 @@
+"""``KnowledgeClient`` against the real chat app, through its handle and over HTTP.
+
+Only the embeddings app is deployed beside the chat app: the knowledge operations need
+no reranker or LLM.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+from chat_handler.deployment import build_app
+from handler_base.clients import KnowledgeClient
+from handler_base.clients.base import ClientMode
+from handler_base.errors import InvalidRequestError
+from handler_base.settings import Settings
+from handler_base.testing.ray_fixtures import LocalServe
+from ray_inference import embeddings
+
+pytestmark = pytest.mark.integration
+
+PATH_ID = "/manuals/kettle.md"
+"""An id with slashes, as documents loaded from files have."""
+
+
+@pytest.fixture(scope="module")
+def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from ray import serve
+
+    serve.run(embeddings.build_app(None), name="embeddings", route_prefix="/embeddings")
+    milvus_uri = str(tmp_path_factory.mktemp("knowledge-milvus") / "milvus.db")
+    serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
+    try:
+        yield f"{serve_instance.http_url}/chat"
+    finally:
+        for name in ("chat", "embeddings"):
+            serve.delete(name)
+
+
+@pytest.mark.parametrize("mode", ["handle", "http"])
+async def test_ingest_search_delete_and_collections(chat_url: str, mode: ClientMode) -> None:
+    collection = f"kettles_{mode}"
+    async with KnowledgeClient(Settings(chat_url=chat_url), mode=mode) as client:
+        assert await client.path() == mode
+        stored = await client.ingest(
+            {
+                "collection": collection,
+                "documents": [
+                    {
+                        "id": PATH_ID,
+                        "text": "The Vellum kettle whistles in B flat. It holds 1.7 litres.",
+                        "metadata": {"title": "Kettle manual"},
+                    },
+                    {"text": "Our shop sells umbrellas in seven colours."},
+                ],
+            }
+        )
+        assert stored.collection == collection
+        assert stored.ids[0] == PATH_ID
+        assert len(stored.ids[1]) == 32  # a hash of the text
+        assert stored.chunks == 2
+
+        found = await client.search(
+            {"query": "Which note does the kettle whistle?", "collection": collection, "top_k": 2}
+        )
+        assert found.results[0].metadata["doc_id"] == PATH_ID
+        assert "B flat" in found.results[0].text
+
+        summaries = {c.name: c.count for c in (await client.collections()).collections}
+        assert summaries[collection] == 2
+
+        assert (await client.delete_document(PATH_ID, collection)).deleted == 1
+        assert (await client.delete_document(PATH_ID, collection)).deleted == 0
+        summaries = {c.name: c.count for c in (await client.collections()).collections}
+        assert summaries[collection] == 1
+
+
+async def test_bad_requests_are_refused_before_any_call(chat_url: str) -> None:
+    async with KnowledgeClient(Settings(chat_url=chat_url), mode="http") as client:
+        with pytest.raises(InvalidRequestError):
+            await client.ingest({"documents": []})
+        with pytest.raises(InvalidRequestError):
+            await client.search({"query": "  "})
+        with pytest.raises(InvalidRequestError):
+            await client.delete_document("x", "bad name")
+        assert client._http is None  # nothing was sent
+
+
+async def test_the_handle_methods_validate_what_they_are_given(chat_url: str) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("chat")
+    with pytest.raises(Exception, match="InvalidRequestError"):
+        await handle.ingest.remote({"documents": "not a list"})
+    answer = await handle.delete_document.remote({"id": "nothing", "collection": "empty_one"})
+    assert answer.deleted == 0

@@ -1,0 +1,118 @@
+"""Bodies of the knowledge-base API (``/chat/knowledge/...``), shared by server and clients.
+
+The chat deployment serves these routes (it owns the knowledge base);
+:class:`handler_base.clients.KnowledgeClient` calls them, and so do the ingestion
+pipelines, which never open Milvus themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from handler_base.messages import (
+    DEFAULT_COLLECTION,
+    MAX_FILTER_CHARS,
+    MAX_TOP_K,
+    CollectionName,
+    Query,
+    Source,
+)
+
+if TYPE_CHECKING:
+    from handler_base.rag.documents import Document
+
+MAX_INGEST_DOCUMENTS = 1000
+"""Documents one ingest request may carry."""
+MAX_DOCUMENT_CHARS = 1_000_000
+"""Characters of one ingested document."""
+MAX_DOCUMENT_ID_CHARS = 512
+
+FilterExpression = Annotated[str, StringConstraints(max_length=MAX_FILTER_CHARS)]
+DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_ID_CHARS)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KnowledgeDocument(_Body):
+    """A document to ingest; its id is a hash of its text when not given."""
+
+    id: DocumentId | None = None
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_CHARS)]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def to_document(self) -> Document:
+        """The pipeline's Document; ``title`` in the metadata becomes its title."""
+        # Imported here: handler_base.rag imports the clients, which import this module.
+        from handler_base.rag.documents import Document
+
+        doc_id = self.id or hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
+        title = self.metadata.get("title")
+        return Document(
+            id=doc_id,
+            title=title if isinstance(title, str) else None,
+            text=self.text,
+            metadata=self.metadata,
+        )
+
+
+class IngestRequest(_Body):
+    """``POST /chat/knowledge/documents``."""
+
+    collection: CollectionName = DEFAULT_COLLECTION
+    documents: Annotated[
+        list[KnowledgeDocument], Field(min_length=1, max_length=MAX_INGEST_DOCUMENTS)
+    ]
+
+
+class IngestResponse(_Body):
+    """What an ingest stored: the document ids and the number of chunks."""
+
+    collection: str
+    ids: list[str]
+    chunks: int
+
+
+class SearchRequest(_Body):
+    """``POST /chat/knowledge/search``."""
+
+    query: Query
+    collection: CollectionName = DEFAULT_COLLECTION
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    filter: FilterExpression | None = None
+
+
+class SearchResponse(_Body):
+    """The passages found, best first."""
+
+    results: list[Source]
+
+
+class DeleteRequest(_Body):
+    """``DELETE /chat/knowledge/documents/{id}?collection=``, as one body (handle callers)."""
+
+    id: DocumentId
+    collection: CollectionName = DEFAULT_COLLECTION
+
+
+class DeleteResponse(_Body):
+    """How many chunks a delete removed."""
+
+    deleted: int
+
+
+class CollectionSummary(_Body):
+    """A collection and its chunk count."""
+
+    name: str
+    count: int
+
+
+class CollectionsResponse(_Body):
+    """``GET /chat/knowledge/collections``."""
+
+    collections: list[CollectionSummary]
