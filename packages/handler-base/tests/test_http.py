@@ -87,3 +87,12 @@ def test_sse_event_format() -> None:
     assert sse_event({"a": 1}, event="text") == 'event: text\ndata: {"a":1}\n\n'
     assert sse_event("[DONE]") == "data: [DONE]\n\n"
     assert sse_event(Echo(text="hi")) == 'data: {"text":"hi","times":1}\n\n'
+
+
+def test_health_names_the_app_distribution_and_its_installed_version() -> None:
+    from importlib.metadata import version
+
+    body = TestClient(platform_app("test", distribution="handler-base")).get("/-/healthz").json()
+    assert body == {"status": "ok", "app": "handler-base", "version": version("handler-base")}
+    # By default: the distribution named after the calling module (this test module has none).
+    assert TestClient(platform_app("test")).get("/-/healthz").json()["status"] == "ok"

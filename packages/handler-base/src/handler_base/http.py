@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -101,12 +103,44 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InternalError(f"internal error while serving {request.url.path}"))
 
 
-def add_health_route(app: FastAPI) -> None:
-    """``GET /-/healthz``: 200 once the app's replica is serving."""
+def add_health_route(app: FastAPI, distribution: str | None = None) -> None:
+    """``GET /-/healthz``: 200 once the app's replica is serving.
+
+    Args:
+        app: The app to add the route to.
+        distribution: The distribution (wheel) that defines the app. When given, the
+            body also names it and its installed version, ``{"status": "ok", "app":
+            "chat-handler", "version": "0.1.0"}``: what a release switch is checked by.
+    """
+    body = {"status": "ok"}
+    if distribution is not None:
+        body["app"] = distribution
+        body["version"] = distribution_version(distribution) or "unknown"
 
     @app.get("/-/healthz", include_in_schema=False)
     async def _healthz() -> dict[str, str]:
-        return {"status": "ok"}
+        return body
+
+
+def distribution_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (as this process sees it), or None."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _distribution_of_caller(depth: int) -> str | None:
+    """The distribution of the module ``depth`` frames up, by our naming rule.
+
+    Each of our wheels is named after its top-level module: ``chat_handler`` is
+    ``chat-handler``.
+    """
+    module: str = sys._getframe(depth + 1).f_globals.get("__name__", "")
+    top = module.split(".")[0]
+    if not top or top == "__main__":
+        return None
+    return top.replace("_", "-")
 
 
 class _ServePrefixRoot:
@@ -126,12 +160,23 @@ class _ServePrefixRoot:
         await self.app(scope, receive, send)
 
 
-def platform_app(title: str, description: str = "") -> FastAPI:
-    """A FastAPI app with the platform's error shape and health route."""
-    app = FastAPI(title=title, description=description)
+def platform_app(title: str, description: str = "", *, distribution: str | None = None) -> FastAPI:
+    """A FastAPI app with the platform's error shape and health route.
+
+    Args:
+        title: The app's title (OpenAPI).
+        description: What it does (OpenAPI).
+        distribution: The distribution that defines the app, whose version ``/-/healthz``
+            reports; by default the one named after the calling module's top-level
+            package (``chat_handler.deployment`` -> ``chat-handler``).
+    """
+    if distribution is None:
+        distribution = _distribution_of_caller(1)
+    found = distribution_version(distribution) if distribution else None
+    app = FastAPI(title=title, description=description, version=found or "unknown")
     app.add_middleware(_ServePrefixRoot)
     install_error_handlers(app)
-    add_health_route(app)
+    add_health_route(app, distribution if found else None)
     return app
 
 
