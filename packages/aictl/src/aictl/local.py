@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from aictl.apps import StackOptions
 from aictl.render import ServeOptions, serve_config
 from aictl.serve_api import ApplicationState, ServeApi
-from handler_base.local_ray import use_local_ray_env
+from handler_base.local_ray import init_local_ray
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
 
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 SAMPLE_COLLECTION = "default"
 RAY_NAMESPACE = "ray-ai-platform"
-RAY_START_ATTEMPTS = 3
 
 
 class StackState(BaseModel):
@@ -184,34 +183,23 @@ class LocalStack:
         self._nats = NatsServer(port=port, workdir=self.settings.data_dir / "nats").start()
 
     def start_ray(self) -> None:
-        """Start a local Ray cluster on 127.0.0.1 with its dashboard, and Serve."""
-        use_local_ray_env()
+        """Start a local Ray cluster on 127.0.0.1 with its dashboard (Serve starts on deploy)."""
         # The applications and the bridge read their settings from the environment Ray's
         # workers inherit from this process.
         os.environ["NATS_URL"] = self.nats_url
         os.environ["DATA_DIR"] = str(self.settings.data_dir)
-        import ray
-
         self.say("Starting Ray on 127.0.0.1 (this takes up to a minute)")
-        # Ray gives its node 30 s to register; a busy machine can miss that once.
-        for attempt in range(1, RAY_START_ATTEMPTS + 1):
-            try:
-                context = ray.init(
-                    namespace=RAY_NAMESPACE,
-                    num_cpus=self.num_cpus,
-                    include_dashboard=True,
-                    dashboard_host=LOOPBACK,
-                    dashboard_port=self.dashboard_port,
-                    _node_ip_address=LOOPBACK,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-                break
-            except Exception as exc:
-                ray.shutdown()
-                if "timed out during startup" not in str(exc) or attempt == RAY_START_ATTEMPTS:
-                    raise
-                self.say("Ray took too long to start (a busy machine?); trying again")
+        context = init_local_ray(
+            on_retry=self.say,
+            namespace=RAY_NAMESPACE,
+            num_cpus=self.num_cpus,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            dashboard_port=self.dashboard_port,
+            _node_ip_address=LOOPBACK,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         self._ray_started = True
         # Another Ray on this machine may have taken the port since check_free(): talk
         # only to the dashboard this cluster reports, never to whatever has the port.

@@ -7,6 +7,8 @@ Read by Ray when it starts its processes, so :func:`use_local_ray_env` must run 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 LOCAL_RAY_ENV: dict[str, str] = {
     # Ray's single-machine mode: its processes talk over loopback only.
@@ -27,3 +29,35 @@ def use_local_ray_env() -> None:
     """Set :data:`LOCAL_RAY_ENV` in this process, keeping values already set."""
     for name, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(name, value)
+
+
+RAY_START_ATTEMPTS = 3
+"""Ray gives a new node 30 s to register (hard-coded); a busy machine can miss that."""
+
+
+def init_local_ray(on_retry: Callable[[str], None] | None = None, **options: Any) -> Any:
+    """``ray.init(**options)`` with :data:`LOCAL_RAY_ENV`, retried after a start-up timeout.
+
+    Ray's node can miss its start-up deadline on a busy machine; then Ray is shut down and
+    started again, up to :data:`RAY_START_ATTEMPTS` times.
+
+    Args:
+        on_retry: Told why, before each new try.
+        **options: ``ray.init`` keyword arguments.
+
+    Returns:
+        What ``ray.init`` returns (its context: ``dashboard_url``...).
+    """
+    use_local_ray_env()
+    import ray
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            return ray.init(**options)
+        except Exception as exc:
+            ray.shutdown()
+            if "during startup" not in str(exc) or attempt == RAY_START_ATTEMPTS:
+                raise
+            if on_retry is not None:
+                on_retry(f"Ray took too long to start (a busy machine?): try {attempt + 1}")
+    raise AssertionError("unreachable")

@@ -29,7 +29,7 @@ from types import ModuleType
 
 import pytest
 
-from handler_base.local_ray import use_local_ray_env
+from handler_base.local_ray import init_local_ray, use_local_ray_env
 
 LOOPBACK = "127.0.0.1"
 OBJECT_STORE_BYTES = 256 * 1024**2
@@ -94,7 +94,7 @@ def ray_cluster() -> Iterator[LocalRay]:
 
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialized in the test process")
-    ray.init(
+    init_local_ray(
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address=LOOPBACK,
