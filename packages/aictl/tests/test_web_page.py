@@ -1,0 +1,288 @@
+"""The web page on the real stack, over plain HTTP and in headless Chromium.
+
+The model apps, the chat app (a Milvus Lite knowledge base in a temporary folder,
+temperature 0) and the web app at ``/`` run on the session's Ray cluster; when the
+voice app exists, whisper, tts and voice run too. A small corpus with a made-up fact is
+ingested. The browser scripts under ``browser/`` drive Debian's ``chromium`` through
+npm ``playwright-core`` (installed there by ``./dev install``) and print JSON that the
+tests assert on. The fake microphone plays a WAV spoken by the test itself.
+"""
+
+import json
+import math
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from aictl.web import APP_NAME, ROUTE_PREFIX, build_app
+from chat_handler.deployment import build_app as build_chat_app
+from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.speech import convert_wav, read_wav, speak, to_wav, word_accuracy
+from ray_inference import embeddings, llm, reranker, tts, whisper
+
+# Deploying the models and waiting for a slow shared CPU take longer than the default.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+BROWSER_DIR = Path(__file__).parent / "browser"
+PLAYWRIGHT_CORE = BROWSER_DIR / "node_modules" / "playwright-core"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NODE = shutil.which("node")
+
+COLLECTION = "webpage"
+# The corpus of chat-handler's tests: the cpu model answers its question right at temperature
+# 0 (a little change to these passages, such as a shorter QP-7 line, and it rambles instead).
+FACT = "The ZX-41 flux capacitor ships in teal and costs 417 euros."
+QUESTION = "How much does the ZX-41 flux capacitor cost?"
+DOCUMENTS = [
+    {
+        "id": "zx41",
+        "text": FACT + " Dr. Okafor designed its housing.",
+        "metadata": {"title": "ZX-41 flux capacitor"},
+    },
+    {
+        "id": "qp7",
+        "text": "The QP-7 router blinks amber while its firmware updates. It weighs 2.3 kg.",
+    },
+    {"id": "hours", "text": "The support desk opens at 9 in the morning and closes at 5."},
+]
+MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
+VOICE_MODEL_APPS = {"whisper": whisper, "tts": tts}
+ANSWER_TIMEOUT_MS = 240_000
+"""How long a browser script waits for an answer: the LLM shares two busy cores."""
+
+# Around the spoken question in the fake microphone's file: silence before it covers the
+# time the page takes to start recording, silence after it the time it takes to let go.
+LEAD_SILENCE_S = 1.5
+TRAIL_SILENCE_S = 2.5
+FAKE_MIC_RATE = 48_000
+
+
+def voice_builder() -> Any:
+    """``voice_assistant.build_app``, or None while the voice app is not built yet."""
+    try:
+        import voice_assistant
+
+        return voice_assistant.build_app
+    except (ImportError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The deployed apps: the Serve proxy's URL and whether ``/voice`` is there."""
+
+    url: str
+    voice: bool
+
+
+@pytest.fixture(scope="module")
+def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from ray import serve
+
+    build_voice = voice_builder()
+    models = {**MODEL_APPS, **(VOICE_MODEL_APPS if build_voice else {})}
+    deployed: list[str] = []
+    try:
+        for name, module in models.items():
+            args = {"profile": "cpu"} if name == "llm" else None
+            serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
+            deployed.append(name)
+        milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
+        serve.run(
+            build_chat_app({"milvus_uri": milvus_uri, "temperature": 0.0}),
+            name="chat",
+            route_prefix="/chat",
+        )
+        deployed.append("chat")
+        if build_voice:
+            serve.run(build_voice({"language": "en"}), name="voice", route_prefix="/voice")
+            deployed.append("voice")
+        serve.run(build_app(), name=APP_NAME, route_prefix=ROUTE_PREFIX)
+        deployed.append(APP_NAME)
+        response = httpx.post(
+            f"{serve_instance.http_url}/chat/knowledge/documents",
+            json={"collection": COLLECTION, "documents": DOCUMENTS},
+            timeout=120,
+        )
+        assert response.status_code == 200, response.text
+        yield Stack(url=serve_instance.http_url, voice=build_voice is not None)
+    finally:
+        for name in reversed(deployed):
+            serve.delete(name)
+
+
+# --- plain HTTP -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "marker"),
+    [
+        ("/", "text/html; charset=utf-8", b'<script type="module" src="static/app.js">'),
+        ("/static/app.js", "text/javascript; charset=utf-8", b'const CHAT_URL = "/chat";'),
+        ("/static/style.css", "text/css; charset=utf-8", b":root {"),
+        (
+            "/static/recorder-worklet.js",
+            "text/javascript; charset=utf-8",
+            b'registerProcessor("pcm-recorder"',
+        ),
+    ],
+)
+def test_the_page_and_its_files_are_served_with_their_types(
+    stack: Stack, path: str, content_type: str, marker: bytes
+) -> None:
+    response = httpx.get(stack.url + path, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == content_type
+    assert marker in response.content
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize("path", ["/static/nothing.js", "/static/..%2Fdeployment.py", "/nope"])
+def test_an_unknown_path_is_a_404_in_the_error_shape(stack: Stack, path: str) -> None:
+    response = httpx.get(stack.url + path, timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
+    # The page keeps serving.
+    assert httpx.get(stack.url + "/", timeout=30).status_code == 200
+
+
+def test_the_longer_prefixes_still_reach_their_own_apps(stack: Stack) -> None:
+    # "/" is the web app's prefix; "/chat/..." must still go to the chat app.
+    response = httpx.get(f"{stack.url}/chat/knowledge/collections", timeout=60)
+    assert response.status_code == 200, response.text
+    names = {c["name"] for c in response.json()["collections"]}
+    assert COLLECTION in names
+    response = httpx.get(f"{stack.url}/llm/v1/models", timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]
+
+
+# --- in the browser -------------------------------------------------------------------
+
+
+def run_browser_script(script: str, options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Run ``browser/SCRIPT`` with node and return the JSON it printed."""
+    if CHROMIUM is None or NODE is None:
+        pytest.skip(
+            "the browser test needs Debian's chromium and node "
+            "(apt-get install chromium nodejs npm; ./dev install does it as root)"
+        )
+    assert PLAYWRIGHT_CORE.is_dir(), (
+        f"npm playwright-core is not installed in {BROWSER_DIR}: run ./dev install "
+        f"(or: npm install --no-package-lock --prefix {BROWSER_DIR})"
+    )
+    done = subprocess.run(
+        [NODE, str(BROWSER_DIR / script), json.dumps({"chromium": CHROMIUM, **options})],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "failure" not in result, json.dumps(result, indent=2)
+    return result
+
+
+def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack: Stack) -> None:
+    result = run_browser_script(
+        "chat.mjs",
+        {
+            "url": stack.url + "/",
+            "collection": COLLECTION,
+            "question": QUESTION,
+            "apiKey": "test-key-123",
+            "timeoutMs": ANSWER_TIMEOUT_MS,
+        },
+        timeout_s=2 * ANSWER_TIMEOUT_MS / 1000 + 60,
+    )
+    assert result["apiKeyAfterReload"] == "test-key-123"
+
+    refused = result["refused"]
+    assert refused["state"] == "error"
+    assert refused["error"]["code"] == "invalid_request"
+    assert "collection" in refused["error"]["message"]
+
+    answered = result["answered"]
+    assert answered["state"] == "done", answered
+    assert answered["question"] == QUESTION
+    assert "417" in answered["answer"]
+    assert answered["error"] is None
+    # The answer came in pieces, and the page showed it growing.
+    assert int(answered["data"]["textEvents"]) > 1
+    assert result["streamedTexts"] > 1
+    first = answered["sources"][0]
+    assert first["id"]
+    assert first["title"] == "ZX-41 flux capacitor"
+    assert "417 euros" in first["snippet"]
+    assert math.isfinite(first["score"])
+    assert result["sendEnabled"]
+    # The key is sent with every request.
+    assert result["authorizations"] == ["Bearer test-key-123"] * 2
+    assert result["httpErrors"] == [{"method": "POST", "path": "/chat", "status": 400}]
+    assert result["problems"] == [], result["problems"]
+
+
+@pytest.fixture(scope="module")
+def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The spoken question as the fake microphone's WAV, and the seconds to hold Talk."""
+    spoken = convert_wav(speak(QUESTION), FAKE_MIC_RATE)
+    samples, _ = read_wav(spoken)
+
+    def silence(seconds: float) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return np.zeros((round(seconds * FAKE_MIC_RATE), 1), dtype=np.float32)
+
+    padded = np.concatenate([silence(LEAD_SILENCE_S), samples, silence(TRAIL_SILENCE_S)])
+    path = tmp_path_factory.mktemp("fake-mic") / "question.wav"
+    path.write_bytes(to_wav(padded, FAKE_MIC_RATE))
+    # Recording starts within the leading silence: hold through it, the question and a
+    # little more, which stays within the trailing silence.
+    return path, LEAD_SILENCE_S + len(samples) / FAKE_MIC_RATE + 0.5
+
+
+def test_push_to_talk_shows_the_transcript_and_plays_the_answer(
+    stack: Stack, fake_microphone: tuple[Path, float]
+) -> None:
+    if not stack.voice:
+        pytest.skip("voice_assistant has no build_app yet: the /voice app is not built")
+    wav, hold_s = fake_microphone
+    result = run_browser_script(
+        "voice.mjs",
+        {
+            "url": stack.url + "/",
+            "fakeAudio": str(wav),
+            "collection": COLLECTION,
+            "holdMs": round(hold_s * 1000),
+            "timeoutMs": ANSWER_TIMEOUT_MS,
+        },
+        timeout_s=2 * ANSWER_TIMEOUT_MS / 1000 + 60,
+    )
+    assert result["pressedWhileRecording"] == "true"
+    assert result["recordedMs"] >= hold_s * 1000
+    [posted] = result["posted"]
+    assert posted["url"] == "/voice/stream"
+    assert posted["contentType"].startswith("multipart/form-data")
+
+    answered = result["answered"]
+    assert answered["state"] == "done", answered
+    assert word_accuracy(QUESTION, answered["question"]) >= 0.6, answered["question"]
+    assert answered["answer"]
+    assert answered["sources"]
+    data = answered["data"]
+    # Every sentence's audio arrived, was decoded and played, in the order it was sent.
+    received = int(data["audioReceived"])
+    assert received >= 1
+    assert int(data["audioPlayed"]) == received
+    assert data["audioOrder"] == ",".join(str(i) for i in range(received))
+    assert float(data["audioSeconds"]) > 0.5
+    assert result["talkState"] == "idle"
+    assert result["httpErrors"] == []
+    assert result["problems"] == [], result["problems"]
