@@ -147,7 +147,9 @@ def test_status_shows_apps_nats_and_collections(stack: RunningStack) -> None:
     assert re.search(r"default\s*│\s*\d+", result.stdout)
 
 
-def test_ingest_then_chat_and_voice(stack: RunningStack, tmp_path: Path) -> None:
+def test_ingest_by_http_and_by_pipeline_then_chat_and_voice(
+    stack: RunningStack, tmp_path: Path
+) -> None:
     notes = tmp_path / "notes.md"
     notes.write_text("# Lab notes\n\nThe Zephyr-9 kettle boils water in 71 seconds.\n")
     result = stack.aictl("ingest", str(notes), "--collection", "lab")
@@ -160,6 +162,18 @@ def test_ingest_then_chat_and_voice(stack: RunningStack, tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert "71" in result.stdout
     assert "Lab notes" in result.stdout
+
+    report = tmp_path / "report.md"
+    report.write_text(
+        "# Field report\n\nThe Heron-5 buoy reports the sea temperature every 12 minutes.\n"
+    )
+    result = stack.aictl("ingest", "--via", "pipeline", "--collection", "lab", str(report))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pipeline run" in result.stdout
+    result = stack.aictl("chat", "--collection", "lab", "How often does the Heron-5 buoy report?")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "12" in result.stdout
+    assert "Field report" in result.stdout
 
     question = tmp_path / "question.wav"
     question.write_bytes(speak("How long does the Aurora X7 drone fly on one charge?"))

@@ -29,7 +29,17 @@ from aictl.local import (
 from aictl.render import ClusterOptions, PackageIndex, render, to_yaml
 from aictl.serve_api import ApplicationState, ServeApi, summarize
 from handler_base.errors import PlatformError, validate_as
-from handler_base.messages import ChatRequest, ChatResponse, Source, VoiceRequest, VoiceResponse
+from handler_base.messages import (
+    ChatRequest,
+    ChatResponse,
+    PipelineRunAccepted,
+    PipelineRunStatus,
+    PipelineStatusEvent,
+    PipelineTrigger,
+    Source,
+    VoiceRequest,
+    VoiceResponse,
+)
 from handler_base.settings import Settings
 
 app = typer.Typer(
@@ -50,6 +60,13 @@ class Via(StrEnum):
 
     http = "http"
     nats = "nats"
+
+
+class IngestVia(StrEnum):
+    """How documents reach the knowledge base."""
+
+    http = "http"
+    pipeline = "pipeline"
 
 
 class ProfileName(StrEnum):
@@ -309,6 +326,13 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .html .pdf).")],
     collection: Annotated[str, typer.Option(help="The collection to add them to.")] = "default",
     batch: Annotated[int, typer.Option(min=1, max=64, help="Documents per request.")] = 8,
+    via: Annotated[
+        IngestVia,
+        typer.Option(
+            help="http: read the files here and send them to the knowledge API; pipeline: "
+            "run the document-ingestion pipeline over NATS (it reads the files where it runs)."
+        ),
+    ] = IngestVia.http,
 ) -> None:
     """Add documents to the knowledge base (the same file again adds nothing)."""
     settings = Settings()
@@ -318,6 +342,18 @@ def ingest(
         raise fail(f"no such file: {', '.join(map(str, missing))}")
     if not files:
         raise fail("no .txt, .md, .html or .pdf files found there")
+    if via is IngestVia.pipeline:
+        try:
+            status = asyncio.run(_ingest_by_pipeline(settings, files, collection))
+        except PlatformError as exc:
+            raise fail(str(exc)) from None
+        if status.state != "succeeded":
+            raise fail(f"pipeline run {status.run_id} failed: {status.error}")
+        console.print(
+            f"[bold green]Ingested[/] {len(files)} files into '{collection}' "
+            f"(pipeline run {status.run_id})."
+        )
+        return
     try:
         written, skipped = asyncio.run(
             _ingest(settings, serve_url(settings), files, collection, batch)
@@ -367,6 +403,44 @@ async def _ingest(
                     written += answer.chunks
                 progress.update(task, advance=len(files[start : start + batch]))
     return written, skipped
+
+
+async def _ingest_by_pipeline(
+    settings: Settings, files: list[Path], collection: str
+) -> PipelineRunStatus:
+    """Trigger document-ingestion over NATS and follow its status events to the end."""
+    from handler_base.messaging import connect, flush, request
+    from pipeline_bridge.pipelines.service import PipelineServiceConfig
+
+    subjects = PipelineServiceConfig()
+    state = read_state(settings)
+    if state is not None:
+        settings = settings.model_copy(update={"nats_url": state.nats_url})
+    trigger = PipelineTrigger(
+        pipeline="document-ingestion",
+        params={"collection": collection, "paths": [str(f.resolve()) for f in files]},
+    )
+    nc = await connect(settings, connect_wait_s=5)
+    events: asyncio.Queue[PipelineStatusEvent] = asyncio.Queue()
+
+    async def on_event(msg: Any) -> None:
+        events.put_nowait(PipelineStatusEvent.model_validate_json(msg.data))
+
+    try:
+        # Subscribed before the trigger: the first event follows the reply at once.
+        await nc.subscribe(f"{subjects.status_subject_prefix}.>", cb=on_event)
+        await flush(nc)
+        accepted = await request(nc, subjects.subject, trigger, PipelineRunAccepted)
+        with console.status(f"Pipeline run {accepted.run_id}: {accepted.state}") as shown:
+            while True:
+                event = await asyncio.wait_for(events.get(), timeout=1800)
+                if event.data.run_id != accepted.run_id:
+                    continue
+                shown.update(f"Pipeline run {accepted.run_id}: {event.data.state}")
+                if event.data.state.is_final:
+                    return event.data
+    finally:
+        await nc.close()
 
 
 # --- chat / voice ------------------------------------------------------------------------

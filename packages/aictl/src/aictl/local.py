@@ -37,6 +37,16 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 SAMPLE_COLLECTION = "default"
 RAY_NAMESPACE = "ray-ai-platform"
+SERVICE_URL_VARIABLES = {
+    "EMBEDDINGS_URL": "embeddings",
+    "RERANKER_URL": "reranker",
+    "LLM_URL": "llm",
+    "STT_URL": "whisper",
+    "TTS_URL": "tts",
+    "CHAT_URL": "chat",
+    "VOICE_URL": "voice",
+}
+"""The settings' HTTP fallback variables and the Serve app each names."""
 
 
 class StackState(BaseModel):
@@ -146,6 +156,13 @@ class LocalStack:
         """The NATS the stack uses."""
         return self._nats.url if self._nats is not None else self.settings.nats_url
 
+    def service_env(self) -> dict[str, str]:
+        """Where every part finds the others: NATS, the data folder, each app's URL."""
+        env = {"NATS_URL": self.nats_url, "DATA_DIR": str(self.settings.data_dir)}
+        for name, app in SERVICE_URL_VARIABLES.items():
+            env[name] = f"{self.serve_url}/{app}"
+        return env
+
     # --- start ------------------------------------------------------------------------
 
     def check_free(self) -> None:
@@ -184,10 +201,10 @@ class LocalStack:
 
     def start_ray(self) -> None:
         """Start a local Ray cluster on 127.0.0.1 with its dashboard (Serve starts on deploy)."""
-        # The applications and the bridge read their settings from the environment Ray's
-        # workers inherit from this process.
-        os.environ["NATS_URL"] = self.nats_url
-        os.environ["DATA_DIR"] = str(self.settings.data_dir)
+        # The applications, the bridge and the pipeline steps read their settings from the
+        # environment Ray's workers (and their subprocesses) inherit from this process.
+        os.environ.update(self.service_env())
+        self.settings = Settings()
         self.say("Starting Ray on 127.0.0.1 (this takes up to a minute)")
         context = init_local_ray(
             on_retry=self.say,
@@ -255,13 +272,15 @@ class LocalStack:
                 time.sleep(1.0)
 
     def start_bridge(self) -> None:
-        """Start the NATS bridge actors (chat and voice requests over NATS)."""
+        """Start the NATS bridge (chat and voice requests) and the pipeline service actors."""
         from pipeline_bridge import start_bridges
+        from pipeline_bridge.pipelines.actor import start_pipeline_service
 
         self.say("Starting the NATS bridge (ai.chat.request, voice.request, ai.pipeline.trigger)")
-        self._bridges = start_bridges(
-            1, settings=self.settings.model_copy(update={"nats_url": self.nats_url})
-        )
+        self._bridges = [
+            *start_bridges(1, settings=self.settings),
+            start_pipeline_service(self.settings),
+        ]
 
     def ingest_sample(self, force: bool = False) -> int | None:
         """Ingest the bundled sample knowledge base on the first run.
@@ -313,10 +332,12 @@ class LocalStack:
         """Stop everything this stack started, in reverse order; safe to call twice."""
         if self._bridges is not None:
             from pipeline_bridge import stop_bridges
+            from pipeline_bridge.pipelines.actor import stop_pipeline_service
 
-            self.say("Stopping the NATS bridge")
+            self.say("Stopping the NATS bridge and the pipeline service")
             try:
                 stop_bridges()
+                stop_pipeline_service()
             except Exception as exc:  # the cluster goes next anyway
                 logger.warning("stopping the bridge: %s", exc)
             self._bridges = None
