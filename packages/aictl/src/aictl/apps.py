@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from handler_base.deployment import HandlerArgs
 from ray_inference.llm_gpu import GPUEngineArgs, gpu_application_config
 from ray_inference.profiles import Profile
 
@@ -42,30 +43,17 @@ class AppSpec(BaseModel):
     role: AppRole
 
 
-class HandlerScale(BaseModel):
-    """Replicas and resources of a handler application (the builder's own arguments)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_replicas: int = Field(default=1, ge=1)
-    num_cpus: float = Field(gt=0)
-    max_ongoing_requests: int = Field(ge=1)
-
-    def args(self) -> dict[str, Any]:
-        """The builder arguments these fields become."""
-        return self.model_dump()
-
-
-HANDLER_SCALE: dict[Profile, dict[str, HandlerScale]] = {
+HANDLER_SCALE: dict[Profile, dict[str, HandlerArgs]] = {
+    # Only what differs from the builders' defaults is written into the Serve config.
     # One machine with 2 cores: the handlers mostly wait on the models.
     "cpu": {
-        "chat": HandlerScale(num_cpus=0.1, max_ongoing_requests=32),
-        "voice": HandlerScale(num_cpus=0.1, max_ongoing_requests=16),
+        "chat": HandlerArgs(num_cpus=0.1, max_ongoing_requests=32),
+        "voice": HandlerArgs(num_cpus=0.1, max_ongoing_requests=16),
     },
     # The decision record's handlers: on the head node, no GPU.
     "gpu": {
-        "chat": HandlerScale(num_replicas=2, num_cpus=0.5, max_ongoing_requests=50),
-        "voice": HandlerScale(num_replicas=2, num_cpus=1, max_ongoing_requests=20),
+        "chat": HandlerArgs(num_replicas=2, num_cpus=0.5, max_ongoing_requests=50),
+        "voice": HandlerArgs(num_replicas=2, num_cpus=1, max_ongoing_requests=20),
     },
 }
 
@@ -102,7 +90,7 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
     options = options or StackOptions()
     profile = options.profile
     apps = [_model_app(name, options) for name in MODEL_APPS]
-    chat_args = HANDLER_SCALE[profile]["chat"].args()
+    chat_args = HANDLER_SCALE[profile]["chat"].model_dump(exclude_unset=True)
     if options.milvus_uri:
         chat_args["milvus_uri"] = options.milvus_uri
     apps.append(
@@ -120,7 +108,7 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
             name="voice",
             route_prefix="/voice",
             import_path="voice_assistant:build_app",
-            args=HANDLER_SCALE[profile]["voice"].args(),
+            args=HANDLER_SCALE[profile]["voice"].model_dump(exclude_unset=True),
             packages=("handler-base", "voice-assistant"),
             role="handler",
         )

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from ray import serve
 from ray.serve import Application
 
@@ -39,6 +39,7 @@ from chat_handler.models import (
 )
 from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
 from handler_base.clients.milvus import quote_string
+from handler_base.deployment import HandlerArgs
 from handler_base.errors import (
     InvalidRequestError,
     PlatformError,
@@ -302,18 +303,11 @@ class ChatDeployment:
         return await self.collections()
 
 
-class ChatArgs(BaseModel):
+class ChatArgs(HandlerArgs):
     """Builder arguments of the chat application (the Serve config's ``args``)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     milvus_uri: str | None = None
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
-    num_cpus: float = Field(default=0.1, gt=0.0)
-    num_replicas: int = Field(default=1, ge=1)
-    max_ongoing_requests: int = Field(default=32, ge=1)
-    max_queued_requests: int = Field(default=128, ge=1)
-    retry_after_s: float = Field(default=1.0, ge=0.0)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -328,10 +322,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     a = ChatArgs.model_validate(args or {})
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=a.num_replicas,
-        ray_actor_options={"num_cpus": a.num_cpus},
-        max_ongoing_requests=a.max_ongoing_requests,
-        max_queued_requests=a.max_queued_requests,
-        backpressure_config={"retry_after_s": a.retry_after_s},
+        **a.deployment_options()
     ).bind(milvus_uri=a.milvus_uri, temperature=a.temperature)
     return application

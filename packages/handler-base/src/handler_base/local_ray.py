@@ -22,6 +22,9 @@ LOCAL_RAY_ENV: dict[str, str] = {
     # Serve kills an HTTP proxy that is not ready within 5 s, which a busy 2-core machine
     # can exceed while workers import; give it a minute.
     "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    # The raylet waits 30 s for its agents to register and dies after; loaded 2-core
+    # machines were seen to need more.
+    "RAY_agent_register_timeout_ms": "180000",
 }
 
 

@@ -11,11 +11,12 @@ deployed at route prefix ``/``, this app gets only what no longer prefix (``/cha
 from typing import Any
 
 from fastapi import FastAPI, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
 from aictl.web.assets import CONTENT_SECURITY_POLICY, INDEX, StaticFile, load_static_files
+from handler_base.deployment import HandlerArgs
 from handler_base.errors import NotFoundError
 from handler_base.http import platform_app
 
@@ -68,13 +69,10 @@ class WebPage:
         return _file_response(self._file(name))
 
 
-class WebArgs(BaseModel):
+class WebArgs(HandlerArgs):
     """Builder arguments of the web application (the Serve config's ``args``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     num_cpus: float = Field(default=0.05, gt=0.0)
-    num_replicas: int = Field(default=1, ge=1)
     max_ongoing_requests: int = Field(default=64, ge=1)
 
 
@@ -90,8 +88,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     a = WebArgs.model_validate(args or {})
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = WebPage.options(  # type: ignore[attr-defined]
-        num_replicas=a.num_replicas,
-        ray_actor_options={"num_cpus": a.num_cpus},
-        max_ongoing_requests=a.max_ongoing_requests,
+        **a.deployment_options()
     ).bind()
     return application
