@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     nats_max_reconnect_attempts: int = Field(default=-1, ge=-1)
     """-1: keep trying for ever."""
     nats_request_timeout_s: float = Field(default=30.0, gt=0)
+    nats_chat_subject: str = "ai.chat.request"
+    """Subject of chat requests over NATS (ChatRequest in, ChatResponse out)."""
+    nats_voice_subject: str = "voice.request"
+    """Subject of voice requests over NATS (VoiceRequest in, VoiceResponse out)."""
 
     # --- Milvus -----------------------------------------------------------------------
     milvus_uri: str | None = None

@@ -15,13 +15,15 @@ in NATS message headers alike, so one request is one trace from the edge to each
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.metadata
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
@@ -327,6 +329,69 @@ def inject_trace_headers(headers: dict[str, str] | None = None) -> dict[str, str
 def extract_trace_context(headers: Mapping[str, str] | None) -> otel_context.Context:
     """The trace context carried by ``headers`` (an empty context when there is none)."""
     return propagate.extract(dict(headers or {}))
+
+
+TRACE_CONTEXT_KWARG = "trace_context"
+"""Keyword argument that carries the caller's trace context across a Ray handle call.
+
+Ray handle calls do not carry OpenTelemetry context on their own. A client that sets
+``passes_trace_context`` (see :class:`handler_base.clients.ServiceClient`) passes the
+W3C headers of its current span as this keyword; a deployment method decorated with
+:func:`continue_trace` takes it and runs under that context, so its spans join the
+caller's trace."""
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def trace_carrier() -> dict[str, str] | None:
+    """The current trace context as W3C headers, or None when there is no valid span."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    return inject_trace_headers()
+
+
+def continue_trace(method: F) -> F:
+    """Let a Ray Serve handle method continue its caller's trace.
+
+    The decorated method (``async def`` or an async generator) takes an extra, optional
+    keyword :data:`TRACE_CONTEXT_KWARG` (W3C headers) and runs under the context they
+    carry; without it, it runs as before.
+
+    Args:
+        method: The deployment method.
+
+    Returns:
+        The method, accepting ``trace_context=``.
+    """
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+            carrier = kwargs.pop(TRACE_CONTEXT_KWARG, None)
+            token = otel_context.attach(extract_trace_context(carrier)) if carrier else None
+            items = method(*args, **kwargs)
+            try:
+                async for item in items:
+                    yield item
+            finally:
+                await items.aclose()
+                if token is not None:
+                    otel_context.detach(token)
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        carrier = kwargs.pop(TRACE_CONTEXT_KWARG, None)
+        token = otel_context.attach(extract_trace_context(carrier)) if carrier else None
+        try:
+            result: Awaitable[Any] = method(*args, **kwargs)
+            return await result
+        finally:
+            if token is not None:
+                otel_context.detach(token)
+
+    return call  # type: ignore[return-value]
 
 
 def _otlp_exporters(

@@ -41,6 +41,7 @@ from handler_base.errors import (
 from handler_base.http import platform_app, sse_event, sse_response
 from handler_base.messages import MAX_AUDIO_BYTES, VoiceEvent, VoiceRequest, VoiceResponse
 from handler_base.settings import Settings
+from handler_base.telemetry import continue_trace, setup_telemetry
 from voice_assistant.assistant import VoiceAssistant, VoiceConfig
 
 logger = logging.getLogger(__name__)
@@ -160,12 +161,14 @@ class VoiceDeployment:
             config: Voice, language and limits; the defaults when None.
         """
         settings = Settings()
+        setup_telemetry(settings, service_name="voice-assistant")
         self.assistant = VoiceAssistant(
             STTClient(settings), ChatClient(settings), TTSClient(settings), config
         )
 
     # --- handle methods -----------------------------------------------------------------
 
+    @continue_trace
     async def voice(self, request: VoiceRequest | Mapping[str, Any]) -> VoiceResponse:
         """The whole answer to ``request``: transcript, text, audio, sources, timings.
 
@@ -174,6 +177,7 @@ class VoiceDeployment:
         """
         return await self.assistant.answer(validate_as(VoiceRequest, request))
 
+    @continue_trace
     async def voice_stream(
         self, request: VoiceRequest | Mapping[str, Any]
     ) -> AsyncIterator[VoiceEvent]:

@@ -41,6 +41,7 @@ class VoiceClient(ServiceClient):
     service: ClassVar[str] = "voice"
     app_name: ClassVar[str] = "voice"
     deployment_name: ClassVar[str] = "VoiceDeployment"
+    passes_trace_context: ClassVar[bool] = True
     route: ClassVar[str] = ""
     """``POST /voice`` itself (the bare prefix)."""
     stream_route: ClassVar[str] = "/stream"

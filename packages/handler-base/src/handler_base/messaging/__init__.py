@@ -2,7 +2,8 @@
 
 * :func:`connect`: Settings to a connected client, reconnecting with back-off;
   :func:`flush` after subscribing.
-* :func:`request`: typed request/reply; error replies raised as typed ``PlatformError``.
+* :func:`request`: typed request/reply; error replies raised as typed ``PlatformError``;
+  :func:`request_durably` the same through a JetStream stream (reply inbox in a header).
 * :func:`serve` / :class:`RequestServer`: a typed async handler answering a subject.
 * JetStream: :func:`ensure_stream`, :func:`publish_once`, :class:`DurableConsumer` (with
   :class:`Retry` and :class:`Reject`), :class:`DeadLetterForwarder`.
@@ -29,11 +30,18 @@ from handler_base.messaging.jetstream import (
     ensure_stream,
     publish_once,
 )
-from handler_base.messaging.requesting import request
-from handler_base.messaging.serving import Handler, RequestServer, serve
+from handler_base.messaging.requesting import (
+    REPLY_TO_HEADER,
+    TIMEOUT_HEADER,
+    request,
+    request_durably,
+)
+from handler_base.messaging.serving import Handler, RequestServer, current_message, serve
 
 __all__ = [
+    "REPLY_TO_HEADER",
     "REQUEST_ID_HEADER",
+    "TIMEOUT_HEADER",
     "ConsumerSpec",
     "DeadLetterForwarder",
     "Delivery",
@@ -46,6 +54,7 @@ __all__ = [
     "backoff_delay",
     "connect",
     "connect_options",
+    "current_message",
     "decode_model",
     "decode_reply",
     "encode_error",
@@ -56,5 +65,6 @@ __all__ = [
     "publish_once",
     "redact_url",
     "request",
+    "request_durably",
     "serve",
 ]

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
@@ -54,6 +55,18 @@ Handler = Callable[[ReqT], Awaitable[BaseModel]]
 
 DEFAULT_MAX_IN_FLIGHT = 64
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+
+
+_current_message: ContextVar[Msg | None] = ContextVar("nats_request_message", default=None)
+
+
+def current_message() -> Msg | None:
+    """The message a :class:`RequestServer` handler is answering (None outside one).
+
+    For handlers that need more than the decoded request: its headers (a deadline, a
+    request id), its subject.
+    """
+    return _current_message.get()
 
 
 def new_request_id() -> str:
@@ -203,6 +216,7 @@ class RequestServer(Generic[ReqT]):
             logger.error("answering a request on %s failed", self.subject, exc_info=exc)
 
     async def _answer(self, msg: Msg) -> None:
+        _current_message.set(msg)  # each message is answered in its own task
         if not msg.reply:
             logger.warning(
                 "dropped a message on %s: it has no reply subject, so it cannot be answered",

@@ -13,12 +13,14 @@ from typing import Any
 from handler_base.errors import UnavailableError
 from handler_base.messaging import connect
 from handler_base.settings import Settings
+from pipeline_bridge.config import BridgeConfig
 from pipeline_bridge.pipelines.service import PipelineService, PipelineServiceConfig
 
 logger = logging.getLogger(__name__)
 
 ACTOR_NAME = "pipeline-service"
-NAMESPACE = "ray-ai-platform"
+NAMESPACE = BridgeConfig().namespace
+"""The bridge actors' namespace: one place to find the platform's actors."""
 
 
 class PipelineActor:
