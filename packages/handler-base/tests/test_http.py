@@ -96,3 +96,18 @@ def test_health_names_the_app_distribution_and_its_installed_version() -> None:
     assert body == {"status": "ok", "app": "handler-base", "version": version("handler-base")}
     # By default: the distribution named after the calling module (this test module has none).
     assert TestClient(platform_app("test")).get("/-/healthz").json()["status"] == "ok"
+
+
+def test_file_upload_openapi_documents_the_form_and_other_bodies() -> None:
+    from handler_base.http import BINARY_SCHEMA, file_upload_openapi
+
+    doc = file_upload_openapi(
+        {"language": {"type": "string"}},
+        other_content={"audio/wav": {"schema": BINARY_SCHEMA}},
+    )
+    body = doc["requestBody"]
+    assert body["required"] is True
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert form["properties"] == {"file": BINARY_SCHEMA, "language": {"type": "string"}}
+    assert body["content"]["audio/wav"] == {"schema": BINARY_SCHEMA}

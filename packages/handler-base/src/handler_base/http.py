@@ -199,3 +199,33 @@ def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+BINARY_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
+"""OpenAPI schema of a file's bytes."""
+
+
+def file_upload_openapi(
+    fields: Mapping[str, Mapping[str, Any]],
+    *,
+    file_field: str = "file",
+    other_content: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a multipart upload itself (not via FastAPI).
+
+    Args:
+        fields: The form fields beside the file, each with its JSON schema.
+        file_field: The form field that carries the file (required).
+        other_content: More accepted bodies by content type, e.g. ``{"audio/wav": ...}``.
+
+    Returns:
+        The ``requestBody`` for the route's OpenAPI document.
+    """
+    form = {
+        "type": "object",
+        "required": [file_field],
+        "properties": {file_field: BINARY_SCHEMA, **{k: dict(v) for k, v in fields.items()}},
+    }
+    content: dict[str, Any] = {"multipart/form-data": {"schema": form}}
+    content.update({k: dict(v) for k, v in (other_content or {}).items()})
+    return {"requestBody": {"required": True, "content": content}}

@@ -51,7 +51,7 @@ from handler_base.errors import (
     TooLargeError,
     validate_as,
 )
-from handler_base.http import platform_app
+from handler_base.http import file_upload_openapi, platform_app
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
     TranscriptionOptions,
@@ -496,26 +496,14 @@ api = platform_app(
     "Whisper", "Speech to text with faster-whisper: the OpenAI audio transcriptions API."
 )
 
-_FORM_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "model": {"type": "string"},
-                        "response_format": {"type": "string", "enum": ["json", "text"]},
-                    },
-                }
-            }
-        },
+_FORM_SCHEMA = file_upload_openapi(
+    {
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "model": {"type": "string"},
+        "response_format": {"type": "string", "enum": ["json", "text"]},
     }
-}
+)
 
 
 @serve.deployment(name="WhisperDeployment")

@@ -38,7 +38,13 @@ from handler_base.errors import (
     error_from_validation,
     validate_as,
 )
-from handler_base.http import platform_app, sse_event, sse_response
+from handler_base.http import (
+    BINARY_SCHEMA,
+    file_upload_openapi,
+    platform_app,
+    sse_event,
+    sse_response,
+)
 from handler_base.messages import MAX_AUDIO_BYTES, VoiceEvent, VoiceRequest, VoiceResponse
 from handler_base.settings import Settings
 from handler_base.telemetry import continue_trace, setup_telemetry
@@ -56,32 +62,23 @@ api: FastAPI = platform_app(
     "Voice", "A spoken question answered from the knowledge base, in text and speech."
 )
 
-_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FILE_FIELD],
-                    "properties": {
-                        FILE_FIELD: {"type": "string", "format": "binary"},
-                        "format": {"type": "string", "enum": ["wav", "pcm_s16le"]},
-                        "sample_rate": {"type": "integer"},
-                        "collection": {"type": "string"},
-                        "top_k": {"type": "integer"},
-                        "top_n": {"type": "integer"},
-                        "voice": {"type": "string"},
-                        "response_format": {"type": "string", "enum": ["wav", "pcm"]},
-                        "request_id": {"type": "string"},
-                    },
-                }
-            },
-            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {"schema": VoiceRequest.model_json_schema()},
-        },
-    }
-}
+_BODY_DOC = file_upload_openapi(
+    {
+        "format": {"type": "string", "enum": ["wav", "pcm_s16le"]},
+        "sample_rate": {"type": "integer"},
+        "collection": {"type": "string"},
+        "top_k": {"type": "integer"},
+        "top_n": {"type": "integer"},
+        "voice": {"type": "string"},
+        "response_format": {"type": "string", "enum": ["wav", "pcm"]},
+        "request_id": {"type": "string"},
+    },
+    file_field=FILE_FIELD,
+    other_content={
+        "audio/wav": {"schema": BINARY_SCHEMA},
+        "application/json": {"schema": VoiceRequest.model_json_schema()},
+    },
+)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
