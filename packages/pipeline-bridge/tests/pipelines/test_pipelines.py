@@ -61,7 +61,7 @@ def test_arguments_are_the_checked_params_and_the_knowledge_api_url() -> None:
     assert arguments == {
         "collection": "manuals",
         "paths": [],
-        "documents": [{"id": None, "text": "Hello.", "metadata": {}}],
+        "documents": [{"text": "Hello.", "metadata": {}}],
         "max_batch_chunks": 64,
         "chat_url": "http://127.0.0.1:8123/chat",
     }

@@ -46,7 +46,9 @@ class PipelineDefinition:
             TooLargeError: A param is over a size limit.
         """
         checked = validate_as(self.params_model, params)
-        return {**checked.model_dump(mode="json"), **self.runtime_arguments(settings)}
+        # kfp refuses None anywhere in an argument (an inline document without an id).
+        params_json = checked.model_dump(mode="json", exclude_none=True)
+        return {**params_json, **self.runtime_arguments(settings)}
 
     def compile(self, path: str | Path) -> Path:
         """Write the compiled pipeline (kfp IR YAML) to ``path``."""
