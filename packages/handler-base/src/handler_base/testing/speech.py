@@ -43,9 +43,14 @@ def _piper_voice(model: str | None) -> PiperVoice:
 
 
 def _speak_piper(text: str, model: str | None) -> bytes:
+    from piper import SynthesisConfig
+
+    # Piper adds random noise to each synthesis by default; without it the same text is
+    # the same audio every run, so a test hears the same question every time.
+    deterministic = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
-        _piper_voice(model).synthesize_wav(text, wav)
+        _piper_voice(model).synthesize_wav(text, wav, syn_config=deterministic)
     return buffer.getvalue()
 
 
