@@ -105,7 +105,7 @@ async def _first_then_rest(
 class ChatDeployment:
     """Answers questions from the knowledge base it owns."""
 
-    def __init__(self, milvus_uri: str | None = None, temperature: float = 0.2) -> None:
+    def __init__(self, milvus_uri: str | None = None, temperature: float = 0.0) -> None:
         """Make the clients and the pipeline (nothing is connected yet).
 
         Args:
@@ -307,7 +307,7 @@ class ChatArgs(HandlerArgs):
     """Builder arguments of the chat application (the Serve config's ``args``)."""
 
     milvus_uri: str | None = None
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -17,6 +17,7 @@ from typing import TypeVar
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import BaseModel
 
@@ -29,7 +30,7 @@ from handler_base.errors import (
 from handler_base.messaging.codec import REQUEST_ID_HEADER, decode_reply, encode_model
 from handler_base.messaging.connection import flush
 from handler_base.messaging.jetstream import MSG_ID_HEADER
-from handler_base.telemetry import inject_trace_headers
+from handler_base.telemetry import extract_trace_context, inject_trace_headers
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -84,6 +85,7 @@ async def request(
     """
     with tracer.start_as_current_span(
         f"send {subject}",
+        context=_callers_trace(headers),
         kind=trace.SpanKind.CLIENT,
         attributes={
             "messaging.system": "nats",
@@ -118,6 +120,13 @@ async def request(
         ) as exc:
             raise UnavailableError(f"not connected to NATS, cannot send on {subject}") from exc
         return decode_reply(reply.data, reply.headers, reply_type)
+
+
+def _callers_trace(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+    """The trace a caller named with a ``traceparent`` header (it wins over the current one)."""
+    if headers and any(name.lower() == "traceparent" for name in headers):
+        return extract_trace_context(headers)
+    return None
 
 
 def _request_headers(
@@ -173,6 +182,7 @@ async def request_durably(
     """
     with tracer.start_as_current_span(
         f"send {subject}",
+        context=_callers_trace(headers),
         kind=trace.SpanKind.PRODUCER,
         attributes={
             "messaging.system": "nats",

@@ -57,7 +57,8 @@ class RAGConfig(BaseModel):
 
     Attributes:
         budget: The LLM's context budget for the prompt.
-        temperature: Sampling temperature of the answer.
+        temperature: Sampling temperature of the answer; 0 (greedy) by default: it keeps a
+            small model closest to the passages and answers a question the same way each time.
         system_prompt: The instructions for the model.
         no_sources_answer: The answer when no passage was found.
         chunk_size: Characters per chunk at ingest.
@@ -67,7 +68,7 @@ class RAGConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budget: PromptBudget = Field(default_factory=PromptBudget)
-    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     system_prompt: str = SYSTEM_PROMPT
     no_sources_answer: str = NO_SOURCES_ANSWER
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
