@@ -93,31 +93,19 @@ async def request(
             "messaging.destination.name": subject,
         },
     ):
-        message_headers = dict(headers or {})
-        request_id = getattr(payload, "request_id", None)
-        if isinstance(request_id, str) and REQUEST_ID_HEADER not in message_headers:
-            message_headers[REQUEST_ID_HEADER] = request_id
-        inject_trace_headers(message_headers)
+        message_headers = _request_headers(payload, headers)
         data = encode_model(payload)
         try:
             reply = await nc.request(
                 subject, data, timeout=timeout, headers=message_headers or None
             )
         except nats.errors.MaxPayloadError as exc:
-            raise TooLargeError(
-                f"the request is {len(data)} bytes, over the NATS server's limit of "
-                f"{nc.max_payload} bytes"
-            ) from exc
+            raise _over_payload_limit(data, nc) from exc
         except nats.errors.NoRespondersError as exc:
             raise UnavailableError(f"no service is listening on {subject}") from exc
         except nats.errors.TimeoutError as exc:
             raise RequestTimeoutError(f"no reply on {subject} within {timeout:g} s") from exc
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-        ) as exc:
+        except _NOT_CONNECTED as exc:
             raise UnavailableError(f"not connected to NATS, cannot send on {subject}") from exc
         return decode_reply(reply.data, reply.headers, reply_type)
 
@@ -130,14 +118,31 @@ def _callers_trace(headers: Mapping[str, str] | None) -> otel_context.Context | 
 
 
 def _request_headers(
-    payload: BaseModel, headers: Mapping[str, str] | None, timeout: float
+    payload: BaseModel, headers: Mapping[str, str] | None, timeout: float | None = None
 ) -> dict[str, str]:
+    """``headers`` plus the payload's request id, the timeout (when given), the trace."""
     message_headers = dict(headers or {})
     request_id = getattr(payload, "request_id", None)
     if isinstance(request_id, str) and REQUEST_ID_HEADER not in message_headers:
         message_headers[REQUEST_ID_HEADER] = request_id
-    message_headers.setdefault(TIMEOUT_HEADER, f"{timeout:g}")
+    if timeout is not None:
+        message_headers.setdefault(TIMEOUT_HEADER, f"{timeout:g}")
     return inject_trace_headers(message_headers)
+
+
+_NOT_CONNECTED = (
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+)
+"""What nats-py raises when a message cannot leave: the caller gets ``unavailable``."""
+
+
+def _over_payload_limit(data: bytes, nc: NATS) -> TooLargeError:
+    return TooLargeError(
+        f"the request is {len(data)} bytes, over the NATS server's limit of {nc.max_payload} bytes"
+    )
 
 
 async def request_durably(
@@ -211,10 +216,7 @@ async def request_durably(
                     timeout=min(timeout, STREAM_PUBLISH_TIMEOUT_S),
                 )
             except nats.errors.MaxPayloadError as exc:
-                raise TooLargeError(
-                    f"the request is {len(data)} bytes, over the NATS server's limit of "
-                    f"{nc.max_payload} bytes"
-                ) from exc
+                raise _over_payload_limit(data, nc) from exc
             except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError) as exc:
                 raise UnavailableError(f"no JetStream stream stores {subject}") from exc
             except nats.errors.TimeoutError as exc:
@@ -229,12 +231,7 @@ async def request_durably(
                 reply = await sub.next_msg(timeout=max(remaining, 0.001))
             except nats.errors.TimeoutError as exc:
                 raise RequestTimeoutError(f"no reply on {subject} within {timeout:g} s") from exc
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionDrainingError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-        ) as exc:
+        except _NOT_CONNECTED as exc:
             raise UnavailableError(f"not connected to NATS, cannot send on {subject}") from exc
         finally:
             with contextlib.suppress(nats.errors.Error):
