@@ -194,6 +194,8 @@ def up(
     except RuntimeError as exc:
         raise fail(str(exc)) from None
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Also when started in the background by a shell, which leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     started = time.monotonic()
     try:
         stack.start_nats()
@@ -223,6 +225,7 @@ def up(
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         stack.stop()
     console.print("[bold]Stopped.[/] Everything aictl up started has ended.")
 
