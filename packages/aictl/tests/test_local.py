@@ -1,10 +1,12 @@
-"""The parts of `aictl` that need no running stack: state file, ports, files, sample."""
+"""The parts of `aictl` that need no running stack: state file, ports, files, sample, and
+logging into a NATS server that needs credentials (a real ``nats-server``)."""
 
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,14 +14,19 @@ from aictl.cli import supported_files
 from aictl.local import (
     LocalStack,
     StackState,
+    nats_problem,
     port_answers,
     read_state,
+    redact_urls,
     sample_documents,
+    stack_nats_settings,
     state_path,
     stop_running_stack,
 )
 from aictl.serve_api import DeploymentState, ReplicaState
 from handler_base.settings import Settings
+from handler_base.testing.nats_auth import token_config, user_password_config
+from handler_base.testing.nats_fixtures import nats_test_settings
 
 
 @pytest.fixture
@@ -106,3 +113,97 @@ def test_replicas_are_described_as_running_of_wanted() -> None:
         replicas=[ReplicaState(state="RUNNING"), ReplicaState(state="STARTING")],
     )
     assert deployment.describe_replicas() == "1/2 running, 1 starting"
+
+
+# --- secrets: NATS credentials, API keys ------------------------------------------------
+
+NATS_PASSWORD = "nats-pw-Zq81"
+NATS_TOKEN = "nats-token-Kd27"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("auth", ["password", "token"])
+def test_nats_is_logged_into_as_the_settings_say_and_a_refusal_hides_the_secret(
+    nats_server_factory: Any, tmp_path: Path, auth: str
+) -> None:
+    if auth == "password":
+        server = nats_server_factory(config=user_password_config("aictl", NATS_PASSWORD))
+        right = {"nats_user": "aictl", "nats_password": NATS_PASSWORD}
+        wrong = {"nats_user": "aictl", "nats_password": "not-the-password"}
+        named = "NATS_USER/NATS_PASSWORD"
+    else:
+        server = nats_server_factory(config=token_config(NATS_TOKEN))
+        right = {"nats_token": NATS_TOKEN}
+        wrong = {"nats_token": "not-the-token"}
+        named = "NATS_TOKEN"
+
+    def settings(**credentials: str) -> Settings:
+        return nats_test_settings(server.url, data_dir=tmp_path, **credentials)
+
+    assert nats_problem(settings(**right), wait_s=2) is None
+    refused = nats_problem(settings(**wrong), wait_s=2)
+    assert refused == f"the NATS server at {server.url} refused the credentials: check {named}"
+    missing = nats_problem(settings(), wait_s=2)
+    assert missing is not None
+    assert "needs credentials: set NATS_USER" in missing
+
+    # aictl up uses the server that answers, logged in; a refusal stops it in one line.
+    stack = LocalStack(settings(**right), say=lambda _: None)
+    stack.start_nats()
+    assert stack._nats is None  # no bundled server: the one at NATS_URL is used
+    with pytest.raises(RuntimeError, match="refused the credentials") as refusal:
+        LocalStack(settings(**wrong), say=lambda _: None).start_nats()
+    for secret in (NATS_PASSWORD, NATS_TOKEN, "not-the-password", "not-the-token"):
+        assert secret not in str(refusal.value)
+        assert secret not in (refused or "")
+
+
+@pytest.mark.integration
+def test_a_user_part_in_nats_url_logs_in_and_is_never_written_down(
+    nats_server_factory: Any, tmp_path: Path
+) -> None:
+    server = nats_server_factory(config=user_password_config("aictl", NATS_PASSWORD))
+    url = f"nats://aictl:{NATS_PASSWORD}@127.0.0.1:{server.port}"
+    settings = nats_test_settings(url, data_dir=tmp_path)
+    assert nats_problem(settings, wait_s=2) is None
+
+    stack = LocalStack(settings, say=lambda _: None)
+    assert stack.nats_url_shown == server.url
+    stack.write_state()
+    written = state_path(settings).read_text()
+    assert NATS_PASSWORD not in written
+    state = read_state(settings)
+    assert state is not None
+    assert state.nats_url == server.url
+    # Commands that follow the state file keep the credentials of their own settings.
+    assert stack_nats_settings(settings, state).nats_url == url
+    other = nats_test_settings(f"nats://127.0.0.1:{server.port + 1}", data_dir=tmp_path)
+    assert stack_nats_settings(other, state).nats_url == server.url
+
+
+def test_redacted_nats_urls_keep_every_server_without_its_user_part() -> None:
+    assert redact_urls("nats://u:p@a:4222, tls://tok@b:4443") == "nats://a:4222,tls://b:4443"
+
+
+def keyed_settings(tmp_path: Path, **values: Any) -> Settings:
+    return Settings(data_dir=tmp_path, **values)
+
+
+def test_with_api_keys_the_stack_tells_its_own_callers_a_key_the_apps_accept(
+    tmp_path: Path,
+) -> None:
+    open_stack = LocalStack(keyed_settings(tmp_path, api_keys=None, service_api_key=None))
+    assert not open_stack.access_control
+    assert "SERVICE_API_KEY" not in open_stack.service_env()
+
+    own = LocalStack(keyed_settings(tmp_path, api_keys="k-one, k-two", service_api_key="k-two"))
+    assert own.access_control
+    assert own.service_api_key_accepted()
+    assert own.service_env()["SERVICE_API_KEY"] == "k-two"
+
+    for service_api_key in (None, "k-wrong"):
+        stack = LocalStack(
+            keyed_settings(tmp_path, api_keys="k-one,k-two", service_api_key=service_api_key)
+        )
+        assert not stack.service_api_key_accepted()
+        assert stack.service_env()["SERVICE_API_KEY"] == "k-one"

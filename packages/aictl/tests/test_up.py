@@ -1,9 +1,12 @@
 """`aictl up` as a user runs it: the whole stack, the printed examples pasted, `aictl down`.
 
 The stack runs in its own process (its own Ray cluster, NATS server and data folder, on
-free ports), so this also proves that nothing is left behind once it stops.
+free ports), so this also proves that nothing is left behind once it stops. It runs with
+access control on (two keys in ``API_KEYS``, one of them exported as ``SERVICE_API_KEY``),
+as a user with keys runs it: every check below goes through the key path.
 """
 
+import json
 import os
 import re
 import signal
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from handler_base.testing.ray_fixtures import free_port
@@ -25,6 +29,7 @@ pytestmark = pytest.mark.integration
 AICTL = str(Path(sys.executable).with_name("aictl"))
 READY_LINE = "The platform is up."
 STARTUP_TIMEOUT_S = 1200
+API_KEYS = ("up-key-one-5d2e81", "up-key-two-8c4f17")
 
 
 @dataclass
@@ -37,9 +42,15 @@ class RunningStack:
     def output(self) -> str:
         return "\n".join(self.lines)
 
-    def aictl(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    @property
+    def serve_url(self) -> str:
+        return self.env["CHAT_URL"].rsplit("/chat", 1)[0]
+
+    def aictl(
+        self, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [AICTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [AICTL, *args], env=env or self.env, capture_output=True, text=True, timeout=timeout
         )
 
     def example(self, marker: str) -> str:
@@ -69,6 +80,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         "DATA_DIR": str(data_dir),
         "NATS_URL": f"nats://127.0.0.1:{free_port()}",
         "COLUMNS": "400",
+        "API_KEYS": ",".join(API_KEYS),
+        "SERVICE_API_KEY": API_KEYS[1],
     }
     serve_port, dashboard_port = free_port(), free_port()
     env["CHAT_URL"] = f"http://127.0.0.1:{serve_port}/chat"
@@ -110,13 +123,18 @@ def test_up_reports_progress_and_prints_where_things_are(stack: RunningStack) ->
     for step in ("Starting the bundled NATS server", "Starting Ray", "Deploying 8 applications"):
         assert step in out
     assert "Sample knowledge base ingested" in out
-    assert re.search(r"Web page: +http://127\.0\.0\.1:\d+/", out)
+    assert re.search(r"Web page: +http://127\.0\.0\.1:\d+/ \(it asks for the API key\)", out)
+    assert "Access control is on: HTTP requests need one of the 2 keys in API_KEYS" in out
+    assert "SERVICE_API_KEY is not" not in out  # the exported key is one of them
 
 
 def test_printed_curl_example_answers_from_the_sample(stack: RunningStack) -> None:
     command = stack.example("HTTP")
     assert command.startswith("curl ")
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert '-H "Authorization: Bearer $SERVICE_API_KEY"' in command
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=300, env=stack.env
+    )
     assert result.returncode == 0, result.stderr
     assert "42" in result.stdout
     assert "aurora-x7.md" in result.stdout
@@ -124,7 +142,10 @@ def test_printed_curl_example_answers_from_the_sample(stack: RunningStack) -> No
 
 def test_printed_openai_example_answers(stack: RunningStack) -> None:
     command = stack.example("OpenAI")
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=300)
+    assert "api_key=os.environ['SERVICE_API_KEY']" in command
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=300, env=stack.env
+    )
     assert result.returncode == 0, result.stderr
     assert "42" in result.stdout
 
@@ -145,6 +166,59 @@ def test_status_shows_apps_nats_and_collections(stack: RunningStack) -> None:
     assert "8 running" in result.stdout
     assert "connected" in result.stdout
     assert re.search(r"default\s*│\s*\d+", result.stdout)
+
+
+def test_a_request_without_a_valid_key_is_refused_in_the_error_shape(stack: RunningStack) -> None:
+    question = {"query": "How long does the Aurora X7 drone fly on one charge?"}
+    for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"X-API-Key": "not-a-key"}):
+        response = httpx.post(f"{stack.serve_url}/chat", json=question, headers=headers, timeout=60)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.json()["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    # Either key, in either header; health and the web page need none.
+    for headers in ({"Authorization": f"Bearer {API_KEYS[0]}"}, {"X-API-Key": API_KEYS[1]}):
+        response = httpx.get(
+            f"{stack.serve_url}/chat/knowledge/collections", headers=headers, timeout=60
+        )
+        assert response.status_code == 200, (headers, response.text)
+    assert httpx.get(f"{stack.serve_url}/chat/-/healthz", timeout=60).status_code == 200
+    page = httpx.get(f"{stack.serve_url}/", timeout=60)
+    assert page.status_code == 200
+    assert "key-prompt" in page.text
+
+
+def test_aictl_without_the_key_says_what_to_set(stack: RunningStack, tmp_path: Path) -> None:
+    without = {k: v for k, v in stack.env.items() if k != "SERVICE_API_KEY"}
+    result = stack.aictl("chat", "How long does the drone fly?", env=without)
+    assert result.returncode == 1
+    assert "the platform needs an API key: set SERVICE_API_KEY" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+    notes = tmp_path / "refused.md"
+    notes.write_text("# Refused\n\nThis file never reaches the knowledge base.\n")
+    result = stack.aictl("ingest", str(notes), env={**without, "SERVICE_API_KEY": "not-a-key"})
+    assert result.returncode == 1
+    assert "the API key was refused" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "not-a-key" not in result.stdout + result.stderr
+
+
+def test_the_keys_are_nowhere_in_output_state_or_serve_config(stack: RunningStack) -> None:
+    state_text = (Path(stack.env["DATA_DIR"]) / "aictl" / "stack.json").read_text()
+    dashboard_url = json.loads(state_text)["dashboard_url"]
+    serve_config = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=60)
+    assert serve_config.status_code == 200
+    assert "chat" in serve_config.json()["applications"]
+    status = stack.aictl("status")
+    assert status.returncode == 0, status.stderr
+    for where, text in {
+        "aictl up's output": stack.output,
+        "the state file": state_text,
+        "the Serve config": serve_config.text,
+        "aictl status": status.stdout + status.stderr,
+    }.items():
+        for key in API_KEYS:
+            assert key not in text, f"an API key is in {where}"
 
 
 def test_ingest_by_http_and_by_pipeline_then_chat_and_voice(

@@ -6,6 +6,11 @@ voice app exists, whisper, tts and voice run too. A small corpus with a made-up 
 ingested. The browser scripts under ``browser/`` drive Debian's ``chromium`` through
 npm ``playwright-core`` (installed there by ``./dev install``) and print JSON that the
 tests assert on. The fake microphone plays a WAV spoken by the test itself.
+
+Access control is on: every app gets ``API_KEYS`` in its replicas' environment (through
+``runtime_env.env_vars``, fit for a test; ``aictl up`` passes it through the process
+environment). The page and its files stay open; the page asks for the key when an API
+answers 401.
 """
 
 import json
@@ -20,6 +25,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from ray.serve import Application
 
 from aictl.web import APP_NAME, ROUTE_PREFIX, build_app
 from chat_handler.deployment import build_app as build_chat_app
@@ -55,6 +61,9 @@ DOCUMENTS = [
 MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
 VOICE_MODEL_APPS = {"whisper": whisper, "tts": tts}
 ANSWER_TIMEOUT_MS = 240_000
+API_KEY = "test-key-123"
+API_KEYS = f"web-other-key-5b1,{API_KEY}"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 """How long a browser script waits for an answer: the LLM shares two busy cores."""
 
 # Around the spoken question in the fake microphone's file: silence before it covers the
@@ -72,6 +81,16 @@ def voice_builder() -> Any:
         return voice_assistant.build_app
     except (ImportError, AttributeError):
         return None
+
+
+def with_api_keys(app: Application) -> Application:
+    """``app`` with ``API_KEYS`` in its ingress replicas' environment (where the guard reads it)."""
+    deployment = app._bound_deployment
+    actor_options = dict(deployment.ray_actor_options or {})
+    runtime_env = dict(actor_options.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), "API_KEYS": API_KEYS}
+    actor_options["runtime_env"] = runtime_env
+    return Application(deployment.options(ray_actor_options=actor_options))
 
 
 @dataclass(frozen=True)
@@ -92,23 +111,26 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
     try:
         for name, module in models.items():
             args = {"profile": "cpu"} if name == "llm" else None
-            serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
+            serve.run(with_api_keys(module.build_app(args)), name=name, route_prefix=f"/{name}")
             deployed.append(name)
         milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
         serve.run(
-            build_chat_app({"milvus_uri": milvus_uri, "temperature": 0.0}),
+            with_api_keys(build_chat_app({"milvus_uri": milvus_uri, "temperature": 0.0})),
             name="chat",
             route_prefix="/chat",
         )
         deployed.append("chat")
         if build_voice:
-            serve.run(build_voice({"language": "en"}), name="voice", route_prefix="/voice")
+            serve.run(
+                with_api_keys(build_voice({"language": "en"})), name="voice", route_prefix="/voice"
+            )
             deployed.append("voice")
-        serve.run(build_app(), name=APP_NAME, route_prefix=ROUTE_PREFIX)
+        serve.run(with_api_keys(build_app()), name=APP_NAME, route_prefix=ROUTE_PREFIX)
         deployed.append(APP_NAME)
         response = httpx.post(
             f"{serve_instance.http_url}/chat/knowledge/documents",
             json={"collection": COLLECTION, "documents": DOCUMENTS},
+            headers=AUTH,
             timeout=120,
         )
         assert response.status_code == 200, response.text
@@ -137,6 +159,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
 def test_the_page_and_its_files_are_served_with_their_types(
     stack: Stack, path: str, content_type: str, marker: bytes
 ) -> None:
+    # No key: the page must load to ask for it.
     response = httpx.get(stack.url + path, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == content_type
@@ -147,7 +170,7 @@ def test_the_page_and_its_files_are_served_with_their_types(
 
 @pytest.mark.parametrize("path", ["/static/nothing.js", "/static/..%2Fdeployment.py", "/nope"])
 def test_an_unknown_path_is_a_404_in_the_error_shape(stack: Stack, path: str) -> None:
-    response = httpx.get(stack.url + path, timeout=30)
+    response = httpx.get(stack.url + path, headers=AUTH, timeout=30)
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
     # The page keeps serving.
@@ -156,11 +179,11 @@ def test_an_unknown_path_is_a_404_in_the_error_shape(stack: Stack, path: str) ->
 
 def test_the_longer_prefixes_still_reach_their_own_apps(stack: Stack) -> None:
     # "/" is the web app's prefix; "/chat/..." must still go to the chat app.
-    response = httpx.get(f"{stack.url}/chat/knowledge/collections", timeout=60)
+    response = httpx.get(f"{stack.url}/chat/knowledge/collections", headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     names = {c["name"] for c in response.json()["collections"]}
     assert COLLECTION in names
-    response = httpx.get(f"{stack.url}/llm/v1/models", timeout=60)
+    response = httpx.get(f"{stack.url}/llm/v1/models", headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["data"]
 
@@ -199,12 +222,12 @@ def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack: Stack)
             "url": stack.url + "/",
             "collection": COLLECTION,
             "question": QUESTION,
-            "apiKey": "test-key-123",
+            "apiKey": API_KEY,
             "timeoutMs": ANSWER_TIMEOUT_MS,
         },
         timeout_s=2 * ANSWER_TIMEOUT_MS / 1000 + 60,
     )
-    assert result["apiKeyAfterReload"] == "test-key-123"
+    assert result["apiKeyAfterReload"] == API_KEY
 
     refused = result["refused"]
     assert refused["state"] == "error"
@@ -226,8 +249,51 @@ def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack: Stack)
     assert math.isfinite(first["score"])
     assert result["sendEnabled"]
     # The key is sent with every request.
-    assert result["authorizations"] == ["Bearer test-key-123"] * 2
+    assert result["authorizations"] == [f"Bearer {API_KEY}"] * 2
     assert result["httpErrors"] == [{"method": "POST", "path": "/chat", "status": 400}]
+    assert result["problems"] == [], result["problems"]
+
+
+def test_without_a_key_the_page_asks_for_one_then_sends_the_question_again(stack: Stack) -> None:
+    result = run_browser_script(
+        "key_prompt.mjs",
+        {
+            "url": stack.url + "/",
+            "collection": COLLECTION,
+            "question": QUESTION,
+            "wrongKey": "not-the-key",
+            "apiKey": API_KEY,
+            "timeoutMs": ANSWER_TIMEOUT_MS,
+        },
+        timeout_s=ANSWER_TIMEOUT_MS / 1000 + 60,
+    )
+    # No key: the prompt, focused, says so; the question waits in the log.
+    asked = result["asked"]
+    assert asked["visible"]
+    assert asked["reason"] == "missing"
+    assert asked["title"] == "This platform needs an API key"
+    assert asked["focused"] == "key-prompt-input"
+    assert asked["turnState"] == "needs-key"
+    # A wrong key: refused, and asked again.
+    refused = result["refused"]
+    assert refused["visible"]
+    assert refused["reason"] == "refused"
+    assert refused["title"] == "The API key was refused"
+    assert refused["focused"] == "key-prompt-input"
+    # The right key: the same question is sent again, and its answer streams with a source.
+    answered = result["answered"]
+    assert answered["state"] == "done", answered
+    assert answered["turns"] == 1
+    assert answered["question"] == QUESTION
+    assert "417" in answered["answer"]
+    assert int(answered["data"]["textEvents"]) > 1
+    assert answered["sources"][0]["title"] == "ZX-41 flux capacitor"
+    assert answered["error"] is None
+    assert not result["promptVisibleAfter"]
+    assert result["storedKey"] == API_KEY
+    assert result["authorizations"] == [None, "Bearer not-the-key", f"Bearer {API_KEY}"]
+    assert API_KEY not in result["pageUrl"]
+    assert result["httpErrors"] == [{"method": "POST", "path": "/chat", "status": 401}] * 2
     assert result["problems"] == [], result["problems"]
 
 
@@ -260,6 +326,7 @@ def test_push_to_talk_shows_the_transcript_and_plays_the_answer(
             "url": stack.url + "/",
             "fakeAudio": str(wav),
             "collection": COLLECTION,
+            "apiKey": API_KEY,
             "holdMs": round(hold_s * 1000),
             "timeoutMs": ANSWER_TIMEOUT_MS,
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
@@ -15,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,12 +25,16 @@ from aictl.local import (
     SAMPLE_COLLECTION,
     LocalStack,
     StackState,
+    describe_nats_failure,
+    nats_problem,
     read_state,
+    redact_urls,
+    stack_nats_settings,
     stop_running_stack,
 )
 from aictl.render import ClusterOptions, PackageIndex, render, to_yaml
 from aictl.serve_api import ApplicationState, ServeApi, summarize
-from handler_base.errors import PlatformError, validate_as
+from handler_base.errors import ErrorCode, PlatformError, validate_as
 from handler_base.messages import (
     ChatRequest,
     ChatResponse,
@@ -85,8 +91,22 @@ class FormatName(StrEnum):
 
 def fail(message: str) -> typer.Exit:
     """Print ``message`` as an error; the caller raises what this returns."""
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(1)
+
+
+def explain(exc: PlatformError, settings: Settings) -> str:
+    """What to tell the user about ``exc``: what to set for a refused key or NATS login."""
+    if exc.code is ErrorCode.UNAUTHORIZED:
+        if settings.service_api_key is None:
+            return "the platform needs an API key: set SERVICE_API_KEY"
+        return "the API key was refused: SERVICE_API_KEY must be one of the platform's API_KEYS"
+    return describe_nats_failure(settings, exc)
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the user part of every URL in it removed (``nats://u:p@h`` -> ``nats://h``)."""
+    return re.sub(r"(?<=://)[^/@\s]*@", "", text)
 
 
 def serve_url(settings: Settings) -> str:
@@ -138,28 +158,55 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def say_access_control(stack: LocalStack) -> None:
+    """Say whether the HTTP routes need an API key (never which)."""
+    keys = len(stack.settings.accepted_api_keys())
+    if not keys:
+        return
+    stack.say(
+        f"Access control is on: HTTP requests need one of the {keys} keys in API_KEYS "
+        "(Authorization: Bearer KEY); /-/healthz and the web page's files are open"
+    )
+    if not stack.service_api_key_accepted():
+        state = "is not set" if stack.settings.service_api_key is None else "is not one of them"
+        stack.say(
+            f"[yellow]SERVICE_API_KEY {state}[/]: aictl and the examples below send it; "
+            "export one of the keys as SERVICE_API_KEY in the shell you use them in"
+        )
+
+
 def print_examples(stack: LocalStack) -> None:
-    """The URLs and three examples that work as pasted."""
+    """The URLs and three examples that work as pasted.
+
+    With access control on they work with ``SERVICE_API_KEY`` exported: they read the key
+    from the environment, and never print it.
+    """
     base = stack.serve_url
     python = sys.executable
     aictl = Path(sys.argv[0]).resolve()
     body = f'{{"query": "{EXAMPLE_QUESTION}"}}'
+    keyed = stack.access_control
+    auth_header = ' -H "Authorization: Bearer $SERVICE_API_KEY"' if keyed else ""
+    api_key = "os.environ['SERVICE_API_KEY']" if keyed else "'none'"
     openai_code = (
-        "from openai import OpenAI; "
-        f"c = OpenAI(base_url='{base}/chat/v1', api_key='none'); "
+        ("import os; " if keyed else "") + "from openai import OpenAI; "
+        f"c = OpenAI(base_url='{base}/chat/v1', api_key={api_key}); "
         "r = c.chat.completions.create(model='rag', messages=[{'role': 'user', "
         f"'content': '{EXAMPLE_QUESTION}'}}]); print(r.choices[0].message.content)"
     )
     console.print()
     console.print("[bold green]The platform is up.[/]")
-    console.print(f"  Web page:        [link={base}/]{base}/[/link]")
+    page_note = " (it asks for the API key)" if keyed else ""
+    console.print(f"  Web page:        [link={base}/]{base}/[/link]{page_note}")
     console.print(f"  Ray dashboard:   {stack.dashboard_url}")
-    console.print(f"  NATS:            {stack.nats_url}")
+    console.print(f"  NATS:            {stack.nats_url_shown}")
     console.print()
-    console.print("[bold]Try it[/] (each line works as pasted):")
+    pasted = "with SERVICE_API_KEY exported, " if keyed else ""
+    console.print(f"[bold]Try it[/] ({pasted}each line works as pasted):")
     console.print("  # HTTP, the answer with its sources")
     console.print(
-        f"  curl -s {base}/chat -H 'content-type: application/json' -d '{body}'", soft_wrap=True
+        f"  curl -s {base}/chat -H 'content-type: application/json'{auth_header} -d '{body}'",
+        soft_wrap=True,
     )
     console.print("  # the OpenAI client, against the RAG chat")
     console.print(f'  {python} -c "{openai_code}"', soft_wrap=True)
@@ -193,6 +240,7 @@ def up(
         stack.check_free()
     except RuntimeError as exc:
         raise fail(str(exc)) from None
+    say_access_control(stack)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # Also when started in the background by a shell, which leaves SIGINT ignored.
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -220,9 +268,10 @@ def up(
     except KeyboardInterrupt:
         console.print()
         stack.say("Stopping (Ctrl-C or aictl down)")
-    except (RuntimeError, PlatformError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    except PlatformError as exc:
+        raise fail(explain(exc, stack.settings)) from None
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -244,7 +293,11 @@ def down() -> None:
 
 @app.command()
 def status() -> None:
-    """Show the applications and their replicas, NATS, and the knowledge base's collections."""
+    """Show the applications and their replicas, NATS, and the knowledge base's collections.
+
+    Nothing secret is shown: URLs lose their user part, keys and passwords are never read
+    out, and a refused key or login is said in words.
+    """
     settings = Settings()
     state = read_state(settings)
     if state is None:
@@ -255,16 +308,27 @@ def status() -> None:
         try:
             console.print(_apps_table(api.applications()))
         except Exception as exc:
-            console.print(f"[red]Serve does not answer at {state.dashboard_url}: {exc}[/]")
+            console.print(
+                f"[red]Serve does not answer at {state.dashboard_url}: "
+                f"{escape(without_userinfo(str(exc)))}[/]"
+            )
         finally:
             api.close()
-    nats_url = state.nats_url if state else settings.nats_url
-    console.print(f"NATS at {_redact(nats_url)}: {asyncio.run(_nats_answers(settings, nats_url))}")
+    nats_settings = stack_nats_settings(settings, state)
+    problem = nats_problem(nats_settings, wait_s=3)
+    answer = (
+        "[green]connected[/]" if problem is None else f"[red]{escape(without_userinfo(problem))}[/]"
+    )
+    console.print(f"NATS at {redact_urls(nats_settings.nats_url)}: {answer}", soft_wrap=True)
     base = serve_url(settings)
     try:
         collections = asyncio.run(_collections(settings, base))
     except PlatformError as exc:
-        console.print(f"Knowledge base at {base}/chat: [red]{exc}[/]")
+        console.print(
+            f"Knowledge base at {without_userinfo(base)}/chat: "
+            f"[red]{escape(without_userinfo(explain(exc, settings)))}[/]",
+            soft_wrap=True,
+        )
         return
     table = Table(title="Knowledge base collections", title_justify="left")
     table.add_column("collection")
@@ -281,23 +345,6 @@ def _since(state: StackState) -> str:
         if seconds >= 3600
         else f"{seconds // 60} min"
     )
-
-
-def _redact(url: str) -> str:
-    from handler_base.messaging.connection import redact_url
-
-    return redact_url(url)
-
-
-async def _nats_answers(settings: Settings, url: str) -> str:
-    from handler_base.messaging import connect
-
-    try:
-        nc = await connect(settings.model_copy(update={"nats_url": url}), connect_wait_s=3)
-    except Exception as exc:
-        return f"[red]not reachable ({type(exc).__name__})[/]"
-    await nc.close()
-    return "[green]connected[/]"
 
 
 async def _collections(settings: Settings, base: str) -> list[tuple[str, int]]:
@@ -349,7 +396,7 @@ def ingest(
         try:
             status = asyncio.run(_ingest_by_pipeline(settings, files, collection))
         except PlatformError as exc:
-            raise fail(str(exc)) from None
+            raise fail(explain(exc, settings)) from None
         if status.state != "succeeded":
             raise fail(f"pipeline run {status.run_id} failed: {status.error}")
         console.print(
@@ -362,7 +409,7 @@ def ingest(
             _ingest(settings, serve_url(settings), files, collection, batch)
         )
     except PlatformError as exc:
-        raise fail(str(exc)) from None
+        raise fail(explain(exc, settings)) from None
     console.print(
         f"[bold green]Ingested[/] {len(files) - len(skipped)} of {len(files)} files "
         f"into '{collection}': {written} chunks."
@@ -416,9 +463,7 @@ async def _ingest_by_pipeline(
     from pipeline_bridge.pipelines.service import PipelineServiceConfig
 
     subjects = PipelineServiceConfig()
-    state = read_state(settings)
-    if state is not None:
-        settings = settings.model_copy(update={"nats_url": state.nats_url})
+    settings = stack_nats_settings(settings, read_state(settings))
     trigger = PipelineTrigger(
         pipeline="document-ingestion",
         params={"collection": collection, "paths": [str(f.resolve()) for f in files]},
@@ -483,7 +528,7 @@ def chat(
             answer = asyncio.run(_chat(settings, request))
             console.print(answer.response)
     except PlatformError as exc:
-        raise fail(str(exc)) from None
+        raise fail(explain(exc, settings)) from None
     print_sources(answer.sources)
 
 
@@ -512,9 +557,7 @@ async def _nats_request(
 ) -> Any:
     from handler_base.messaging import connect, request
 
-    state = read_state(settings)
-    if state is not None:
-        settings = settings.model_copy(update={"nats_url": state.nats_url})
+    settings = stack_nats_settings(settings, read_state(settings))
     nc = await connect(settings, connect_wait_s=5)
     try:
         return await request(nc, subject, payload, reply_type, timeout=300)
@@ -546,7 +589,7 @@ def voice(
         else:
             answer = asyncio.run(_voice(settings, request))
     except PlatformError as exc:
-        raise fail(str(exc)) from None
+        raise fail(explain(exc, settings)) from None
     output.write_bytes(answer.audio)
     console.print(f"[bold]Heard:[/] {answer.transcript}")
     console.print(f"[bold]Answer:[/] {answer.response}")

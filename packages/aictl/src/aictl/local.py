@@ -6,6 +6,11 @@ dashboard, every application of the cpu profile applied as one Serve config thro
 Serve's REST API (the document ``aictl render`` prints), the NATS bridge actors, and on
 the first run the bundled sample knowledge base. A state file in the data folder tells
 ``aictl down`` and ``aictl status`` in other shells what runs.
+
+Secrets stay in the process environment, which Ray's workers inherit from the
+``ray.init`` here: ``API_KEYS`` (the keys the HTTP apps accept), ``SERVICE_API_KEY``,
+the NATS credentials. None of them is written into the Serve config, the state file or
+anything printed; NATS URLs are recorded and shown without their user part.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from pydantic import BaseModel
 from aictl.apps import StackOptions
 from aictl.render import ServeOptions, serve_config
 from aictl.serve_api import ApplicationState, ServeApi
+from handler_base.errors import PlatformError
 from handler_base.local_ray import init_local_ray
+from handler_base.messaging.connection import redact_url
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
+from handler_base.testing.platform import platform_nats
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +58,13 @@ SERVICE_URL_VARIABLES = {
 
 
 class StackState(BaseModel):
-    """What a running ``aictl up`` wrote down for the other commands."""
+    """What a running ``aictl up`` wrote down for the other commands (nothing secret)."""
 
     pid: int
     serve_url: str
     dashboard_url: str
     nats_url: str
+    """Without user, password or token: credentials come from each command's settings."""
     nats_pid: int | None = None
     started_at: float
 
@@ -87,6 +96,79 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def redact_urls(urls: str) -> str:
+    """A comma-separated list of NATS URLs without their user parts."""
+    return ",".join(redact_url(url.strip()) for url in urls.split(",") if url.strip())
+
+
+def stack_nats_settings(settings: Settings, state: StackState | None) -> Settings:
+    """``settings`` pointed at the running stack's NATS (its credentials stay the settings')."""
+    if state is None or state.nats_url == redact_urls(settings.nats_url):
+        return settings
+    return settings.model_copy(update={"nats_url": state.nats_url})
+
+
+def nats_credentials_named(settings: Settings) -> str | None:
+    """The variables that hold the NATS credentials in use, e.g. ``NATS_USER/NATS_PASSWORD``."""
+    named = [
+        name
+        for name, value in (
+            ("NATS_USER/NATS_PASSWORD", settings.nats_user or settings.nats_password),
+            ("NATS_TOKEN", settings.nats_token),
+            ("NATS_CREDS_FILE", settings.nats_creds_file),
+            ("NATS_URL's user part", any("@" in url for url in settings.nats_servers)),
+        )
+        if value
+    ]
+    return ", ".join(named) or None
+
+
+def describe_nats_failure(settings: Settings, exc: BaseException) -> str:
+    """One line on why NATS could not be reached, naming what to check; never a secret.
+
+    The message of :func:`handler_base.messaging.connect`'s error already names the server
+    without its user part; a refused login is said in words.
+    """
+    text = str(exc)
+    if "authorization violation" in text.lower() or "authentication" in text.lower():
+        where = redact_urls(settings.nats_url)
+        used = nats_credentials_named(settings)
+        if used is None:
+            return (
+                f"the NATS server at {where} needs credentials: set NATS_USER and "
+                "NATS_PASSWORD, NATS_TOKEN or NATS_CREDS_FILE"
+            )
+        return f"the NATS server at {where} refused the credentials: check {used}"
+    return text
+
+
+def nats_problem(settings: Settings, wait_s: float = 5.0) -> str | None:
+    """Connect to NATS as ``settings`` say (credentials, TLS) and close again.
+
+    Returns:
+        None when it worked, else one line on why not (see :func:`describe_nats_failure`).
+    """
+    import asyncio
+
+    from handler_base.messaging import connect
+
+    async def probe() -> None:
+        nc = await connect(settings, connect_wait_s=wait_s)
+        await nc.close()
+
+    # Each failed attempt would log a warning of its own: the one line returned says it.
+    connection_log = logging.getLogger("handler_base.messaging.connection")
+    level = connection_log.level
+    connection_log.setLevel(logging.ERROR)
+    try:
+        asyncio.run(probe())
+    except (PlatformError, OSError, ImportError, ValueError) as exc:
+        return describe_nats_failure(settings, exc)
+    finally:
+        connection_log.setLevel(level)
+    return None
 
 
 def port_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
@@ -153,14 +235,49 @@ class LocalStack:
 
     @property
     def nats_url(self) -> str:
-        """The NATS the stack uses."""
+        """The NATS the stack uses (as configured: it may carry a user part)."""
         return self._nats.url if self._nats is not None else self.settings.nats_url
 
+    @property
+    def nats_url_shown(self) -> str:
+        """:attr:`nats_url` without user parts: what is printed and written down."""
+        return redact_urls(self.nats_url)
+
+    @property
+    def access_control(self) -> bool:
+        """True when ``API_KEYS`` is set: every HTTP route but health and the page needs a key."""
+        return bool(self.settings.accepted_api_keys())
+
+    def own_api_key(self) -> str | None:
+        """The key the stack's own HTTP callers send (the sample ingest, pipeline steps).
+
+        ``SERVICE_API_KEY`` when the apps accept it, else the first of ``API_KEYS``;
+        None when access is open.
+        """
+        keys = self.settings.accepted_api_keys()
+        if not keys:
+            return None
+        own = self.settings.service_api_key
+        if own is not None and own.get_secret_value() in keys:
+            return own.get_secret_value()
+        return keys[0]
+
+    def service_api_key_accepted(self) -> bool:
+        """True when this shell's ``SERVICE_API_KEY`` is one of ``API_KEYS``."""
+        own = self.settings.service_api_key
+        return own is not None and own.get_secret_value() in self.settings.accepted_api_keys()
+
     def service_env(self) -> dict[str, str]:
-        """Where every part finds the others: NATS, the data folder, each app's URL."""
+        """Where every part finds the others: NATS, the data folder, each app's URL.
+
+        With access control on, also the ``SERVICE_API_KEY`` the stack's own HTTP callers
+        send (it goes into the environment only, like ``API_KEYS`` itself).
+        """
         env = {"NATS_URL": self.nats_url, "DATA_DIR": str(self.settings.data_dir)}
         for name, app in SERVICE_URL_VARIABLES.items():
             env[name] = f"{self.serve_url}/{app}"
+        if (key := self.own_api_key()) is not None:
+            env["SERVICE_API_KEY"] = key
         return env
 
     # --- start ------------------------------------------------------------------------
@@ -185,10 +302,21 @@ class LocalStack:
                 )
 
     def start_nats(self) -> None:
-        """Use the NATS at ``NATS_URL`` when it answers; else start the bundled server."""
+        """Use the NATS at ``NATS_URL`` when it answers; else start the bundled server.
+
+        A server that answers is logged into as the settings say (user and password,
+        token, credentials file, TLS), so a refused login stops ``up`` here, in one line.
+
+        Raises:
+            RuntimeError: NATS_URL names a server elsewhere that does not answer, or the
+                one that answers refuses us.
+        """
         url = urlsplit(self.settings.nats_servers[0])
         host, port = url.hostname or LOOPBACK, url.port or 4222
         if port_answers(host, port):
+            problem = nats_problem(self.settings)
+            if problem is not None:
+                raise RuntimeError(problem)
             self.say(f"Using the NATS server that answers at {host}:{port}")
             return
         if host not in (LOOPBACK, "localhost"):
@@ -196,8 +324,11 @@ class LocalStack:
                 f"NATS_URL points at {host}:{port}, which does not answer; start it, or unset "
                 "NATS_URL to use the bundled server"
             )
-        self.say(f"Starting the bundled NATS server on {LOOPBACK}:{port} (JetStream on)")
-        self._nats = NatsServer(port=port, workdir=self.settings.data_dir / "nats").start()
+        # The bundled server takes any credentials (it has no authorization block).
+        open_note = ", no login: 127.0.0.1 only" if nats_credentials_named(self.settings) else ""
+        self.say(f"Starting the bundled NATS server on {LOOPBACK}:{port} (JetStream on{open_note})")
+        # Voice replies (WAV in base64) pass the default 1 MiB payload limit.
+        self._nats = platform_nats(port=port, workdir=self.settings.data_dir / "nats").start()
 
     def start_ray(self) -> None:
         """Start a local Ray cluster on 127.0.0.1 with its dashboard (Serve starts on deploy)."""
@@ -318,7 +449,7 @@ class LocalStack:
             pid=os.getpid(),
             serve_url=self.serve_url,
             dashboard_url=self.dashboard_url,
-            nats_url=self.nats_url,
+            nats_url=self.nats_url_shown,
             nats_pid=self._nats.pid if self._nats is not None else None,
             started_at=time.time(),
         )

@@ -1,7 +1,7 @@
 // Push-to-talk in headless Chromium, the fake microphone playing a WAV file: hold Talk
 // until the page has recorded `holdMs` of audio, let go, then wait for the transcript,
 // the streamed answer and its spoken sentences played one after another.
-// Options: {chromium, url, fakeAudio, collection, holdMs, timeoutMs}.
+// Options: {chromium, url, fakeAudio, collection, apiKey?, holdMs, timeoutMs}.
 
 import { finish, lastTurn, openPage, options, waitForAnswer } from "./common.mjs";
 
@@ -21,6 +21,10 @@ try {
   });
   await page.fill("#collection", opts.collection);
   await page.dispatchEvent("#collection", "change");
+  if (opts.apiKey) {
+    await page.fill("#api-key", opts.apiKey);
+    await page.dispatchEvent("#api-key", "change");
+  }
 
   const talk = page.locator("#talk");
   await talk.hover();

@@ -39,14 +39,20 @@ from chat_handler.models import (
 )
 from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
 from handler_base.clients.milvus import quote_string
-from handler_base.deployment import HandlerArgs
+from handler_base.deployment import CHAT_BODY_BYTES, INGEST_BODY_BYTES, HandlerArgs
 from handler_base.errors import (
     InvalidRequestError,
     PlatformError,
     error_from_validation,
     validate_as,
 )
-from handler_base.http import platform_app, sse_event, sse_response
+from handler_base.http import (
+    AdmissionLimits,
+    configure_guard,
+    platform_app,
+    sse_event,
+    sse_response,
+)
 from handler_base.inference import (
     AssistantMessage,
     ChatCompletionChoice,
@@ -62,7 +68,12 @@ from handler_base.telemetry import continue_trace, setup_telemetry
 DEFAULT_MODEL_NAME = "rag"
 """The ``model`` answered by the OpenAI route when the request names none."""
 
-api: FastAPI = platform_app("Chat", "Chat answered from a knowledge base, with sources.")
+api: FastAPI = platform_app(
+    "Chat",
+    "Chat answered from a knowledge base, with sources.",
+    max_body_bytes=CHAT_BODY_BYTES,
+    route_body_bytes={"/knowledge/documents": INGEST_BODY_BYTES},
+)
 
 
 def chat_request_of(body: RagCompletionRequest) -> ChatRequest:
@@ -105,7 +116,12 @@ async def _first_then_rest(
 class ChatDeployment:
     """Answers questions from the knowledge base it owns."""
 
-    def __init__(self, milvus_uri: str | None = None, temperature: float = 0.0) -> None:
+    def __init__(
+        self,
+        milvus_uri: str | None = None,
+        temperature: float = 0.0,
+        admission: AdmissionLimits | None = None,
+    ) -> None:
         """Make the clients and the pipeline (nothing is connected yet).
 
         Args:
@@ -113,8 +129,10 @@ class ChatDeployment:
                 the settings' (``MILVUS_URI``, ``MILVUS_HOST``, or Lite under
                 ``DATA_DIR``) when None.
             temperature: Sampling temperature of the answers (0: greedy).
+            admission: The request guard's limits of this replica (HTTP only).
         """
         settings = Settings()
+        configure_guard(api, admission, settings)
         if milvus_uri is not None:
             settings = settings.model_copy(update={"milvus_uri": milvus_uri, "milvus_host": None})
         setup_telemetry(settings, service_name="chat-handler")
@@ -323,5 +341,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
         **a.deployment_options()
-    ).bind(milvus_uri=a.milvus_uri, temperature=a.temperature)
+    ).bind(milvus_uri=a.milvus_uri, temperature=a.temperature, admission=a.admission())
     return application

@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    UNAUTHORIZED = "unauthorized"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -31,6 +32,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.TIMEOUT: 504,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAUTHORIZED: 401,
 }
 
 
@@ -116,6 +118,12 @@ class InternalError(PlatformError):
     code = ErrorCode.INTERNAL
 
 
+class UnauthorizedError(PlatformError):
+    """The request carries no API key, or one the service does not accept."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
 ERROR_TYPES: dict[ErrorCode, type[PlatformError]] = {
     cls.code: cls
     for cls in (
@@ -125,6 +133,7 @@ ERROR_TYPES: dict[ErrorCode, type[PlatformError]] = {
         RequestTimeoutError,
         UnavailableError,
         InternalError,
+        UnauthorizedError,
     )
 }
 

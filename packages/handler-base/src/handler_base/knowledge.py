@@ -8,9 +8,10 @@ pipelines, which never open Milvus themselves.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from handler_base.messages import (
     DEFAULT_COLLECTION,
@@ -30,8 +31,44 @@ MAX_DOCUMENT_CHARS = 1_000_000
 """Characters of one ingested document."""
 MAX_DOCUMENT_ID_CHARS = 512
 
+METADATA_INT_RANGE = (-(2**63), 2**63 - 1)
+"""Integers the store's JSON field keeps (pymilvus encodes it with orjson: 64 bits)."""
+
 FilterExpression = Annotated[str, StringConstraints(max_length=MAX_FILTER_CHARS)]
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_ID_CHARS)]
+
+
+def storable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` when the knowledge store can keep it: JSON, string keys, 64-bit integers.
+
+    Raises:
+        ValueError: A value the store cannot keep (the message does not echo it).
+    """
+    low, high = METADATA_INT_RANGE
+    pending: list[Any] = [metadata]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                raise ValueError("metadata keys must be strings")
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+        elif item is None or isinstance(item, str | bool):
+            continue
+        elif isinstance(item, int):
+            if not low <= item <= high:
+                raise ValueError("metadata holds an integer outside the 64-bit range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError("metadata holds a number that is not finite")
+        else:
+            raise ValueError(f"metadata holds a value that is not JSON ({type(item).__name__})")
+    return metadata
+
+
+StorableMetadata = Annotated[dict[str, Any], AfterValidator(storable_metadata)]
+"""Free-form JSON metadata that the knowledge store can keep."""
 
 
 class _Body(BaseModel):
@@ -43,7 +80,7 @@ class KnowledgeDocument(_Body):
 
     id: DocumentId | None = None
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_CHARS)]
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: StorableMetadata = Field(default_factory=dict)
 
     def to_document(self) -> Document:
         """The pipeline's Document; ``title`` in the metadata becomes its title."""

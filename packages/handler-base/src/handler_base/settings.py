@@ -31,6 +31,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # A bad value may be a secret, or a URL with one: errors do not repeat it.
+        hide_input_in_errors=True,
         # Secrets mounted as files (Kubernetes, Docker): SECRETS_DIR/NATS_PASSWORD, ...
         secrets_dir=os.environ.get("SECRETS_DIR") or None,
     )
@@ -39,8 +41,8 @@ class Settings(BaseSettings):
     """Folder for the embedded stack's data: the Milvus Lite database, joined models."""
 
     # --- NATS -------------------------------------------------------------------------
-    nats_url: str = "nats://127.0.0.1:4222"
-    """One or more server URLs, comma separated."""
+    nats_url: str = Field(default="nats://127.0.0.1:4222", repr=False)
+    """One or more server URLs, comma separated; left out of ``repr`` (user info is a secret)."""
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_token: SecretStr | None = None
@@ -89,6 +91,12 @@ class Settings(BaseSettings):
     voice_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/voice")
     service_api_key: SecretStr | None = None
     """Bearer token sent to the HTTP fallback, when the services require one."""
+
+    # --- Access control of the HTTP apps (server side) ---------------------------------
+    api_keys: SecretStr | None = None
+    """Keys the HTTP apps accept (``Authorization: Bearer`` or ``X-API-Key``), comma
+    separated; unset or blank: the routes are open. Read by each replica from its own
+    environment (or ``SECRETS_DIR/API_KEYS``), never from the Serve config."""
     http_timeout_s: float = Field(default=60.0, gt=0)
     http_connect_timeout_s: float = Field(default=2.0, gt=0)
     http_retries: int = Field(default=3, ge=0, le=10)
@@ -100,13 +108,23 @@ class Settings(BaseSettings):
         for url in (u.strip() for u in value.split(",")):
             scheme = urlsplit(url).scheme
             if scheme not in {"nats", "tls", "ws", "wss"} or not urlsplit(url).hostname:
-                raise ValueError(f"not a NATS server URL: {url!r} (expected nats://host:port)")
+                raise ValueError(  # without the URL itself: it may carry a password
+                    f"not a NATS server URL (scheme {scheme!r}; expected nats://host:port)"
+                )
         return value
 
     @field_validator("milvus_uri", "milvus_host", "otel_exporter_otlp_endpoint", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "nats_creds_file", "nats_tls_ca_file", "nats_tls_cert_file", "nats_tls_key_file"
+    )
+    @classmethod
+    def _absolute_path(cls, value: Path | None) -> Path | None:
+        """Made absolute where the settings are read: Ray actors run in other folders."""
+        return value.expanduser().absolute() if value is not None else None
 
     @model_validator(mode="after")
     def _check_tls_pair(self) -> Settings:
@@ -132,6 +150,12 @@ class Settings(BaseSettings):
     def milvus_is_lite(self) -> bool:
         """True when the target is an embedded Milvus Lite database file."""
         return not self.milvus_target.startswith(("http://", "https://", "tcp://", "unix:"))
+
+    def accepted_api_keys(self) -> list[str]:
+        """The keys of ``API_KEYS``, blanks dropped; empty when access is open."""
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
     def service_url(self, name: str) -> str:
         """The HTTP fallback base URL of an inference or handler service, without a trailing /."""

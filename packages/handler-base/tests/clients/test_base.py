@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -248,12 +249,75 @@ async def test_a_dead_replica_is_unavailable_on_the_handle_path(
 ) -> None:
     serve.run(Doomed.bind(), name="doomed-test", route_prefix="/doomed-test")
     try:
-        async with DoomedClient(_settings(http_timeout_s=10), mode="handle") as client:
+        # A call whose replica dies is sent once more, to the replica Serve starts in its
+        # place (seconds later): one that kills that one too is unavailable.
+        async with DoomedClient(_settings(http_timeout_s=90), mode="handle") as client:
             assert await client._call("ping", None, "/") == "pong"
             with pytest.raises(UnavailableError):
                 await client._call("die", None, "/")
     finally:
         serve.delete("doomed-test")
+
+
+@serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0.05})
+class Busy:
+    async def work(self, note: str) -> int:
+        """Write this replica's pid to ``note``, then take a while; the pid."""
+        await asyncio.to_thread(Path(note).write_text, str(os.getpid()))
+        await asyncio.sleep(3)
+        return os.getpid()
+
+    async def work_stream(self, note: str) -> AsyncGenerator[int, None]:
+        yield await self.work(note)
+
+
+class BusyClient(ServiceClient):
+    service = "embeddings"
+    app_name = "busy-test"
+    deployment_name = "Busy"
+
+
+def _kill_replica_with_pid(pid: int) -> None:
+    from ray._private import state
+
+    (name,) = [
+        a["Name"]
+        for a in state.actors().values()
+        if a["State"] == "ALIVE" and a["Pid"] == pid and a["Name"].startswith("SERVE_REPLICA::")
+    ]
+    ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_whose_replica_is_killed_is_answered_by_another(
+    serve_instance: LocalServe, tmp_path: Any, stream: bool
+) -> None:
+    serve.run(Busy.bind(), name="busy-test", route_prefix="/busy-test")
+    note = tmp_path / "pid"
+    try:
+        async with BusyClient(_settings(http_timeout_s=60), mode="handle") as client:
+            assert await client.path() == "handle"
+            if stream:  # a stream that dies before its first item starts again
+                call = asyncio.ensure_future(
+                    _first(client._handle_stream("work_stream", str(note)))
+                )
+            else:
+                call = asyncio.ensure_future(client._handle_call("work", str(note)))
+            while not note.exists() or not note.read_text():
+                assert not call.done(), call.result()
+                await asyncio.sleep(0.05)
+            killed = int(note.read_text())
+            await asyncio.to_thread(_kill_replica_with_pid, killed)
+            answered_by = await call
+            assert answered_by != killed
+    finally:
+        serve.delete("busy-test")
+
+
+async def _first(items: AsyncIterator[Any]) -> Any:
+    async for item in items:
+        return item
+    raise AssertionError("the stream was empty")
 
 
 async def test_a_deleted_app_is_unavailable_on_the_handle_path(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import importlib.util
-import ipaddress
 import logging
 import ssl
 from pathlib import Path
@@ -17,6 +14,7 @@ from pydantic import SecretStr
 
 from handler_base.errors import UnavailableError
 from handler_base.messaging.connection import (
+    check_creds_file,
     connect,
     connect_options,
     reconnect_handler,
@@ -25,7 +23,8 @@ from handler_base.messaging.connection import (
 )
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer, free_port
-from handler_base.testing.nats_fixtures import NatsConnect, NatsServerFactory, nats_test_settings
+from handler_base.testing.nats_auth import make_operator_auth, make_tls_files
+from handler_base.testing.nats_fixtures import nats_test_settings
 
 PASSWORD = "pa55-w0rd-do-not-log"
 TOKEN = "t0ken-do-not-log"
@@ -70,13 +69,47 @@ def test_creds_file_must_exist(tmp_path: Path) -> None:
 
 
 def test_creds_file(tmp_path: Path) -> None:
-    creds = tmp_path / "user.creds"
-    creds.write_text("-----BEGIN NATS USER JWT-----\n...\n")
-    if importlib.util.find_spec("nkeys") is None:
-        with pytest.raises(ImportError, match="nkeys"):
-            connect_options(Settings(nats_creds_file=creds))
-    else:
-        assert connect_options(Settings(nats_creds_file=creds))["user_credentials"] == str(creds)
+    auth = make_operator_auth(tmp_path)
+    options = connect_options(Settings(nats_creds_file=auth.creds_file))
+    assert options["user_credentials"] == str(auth.creds_file)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "not a creds file at all\n",
+        "-----BEGIN NATS USER JWT-----\n",  # nats-py would loop for ever on these
+        "-----BEGIN NATS USER JWT-----\nnot.a.jwt\n------END NATS USER JWT------\n",
+        "-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n",
+        "{creds_without_seed}",
+        "{creds_with_account_seed}",
+    ],
+)
+def test_a_bad_creds_file_is_refused_without_its_content(tmp_path: Path, content: str) -> None:
+    auth = make_operator_auth(tmp_path)
+    good = auth.creds_file.read_text()
+    seed_at = good.index("-----BEGIN USER NKEY SEED-----")
+    content = content.format(
+        seed=auth.user_seed,
+        creds_without_seed=good[:seed_at],
+        creds_with_account_seed=good.replace(auth.user_seed, "SA" + auth.user_seed[2:]),
+    )
+    path = tmp_path / "bad.creds"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="NATS_CREDS_FILE") as info:
+        check_creds_file(path)
+    assert str(path) in str(info.value)
+    assert auth.user_seed[2:] not in str(info.value)
+    assert auth.user_jwt not in str(info.value)
+
+
+async def test_connect_refuses_a_bad_creds_file_before_connecting(tmp_path: Path) -> None:
+    path = tmp_path / "bad.creds"
+    path.write_text("-----BEGIN NATS USER JWT-----\n")
+    settings = nats_test_settings(f"nats://127.0.0.1:{free_port()}", nats_creds_file=path)
+    with pytest.raises(ValueError, match=r"not a NATS \.creds file"):
+        await connect(settings, connect_wait_s=1.0)
 
 
 def test_no_tls_settings_no_context() -> None:
@@ -120,49 +153,6 @@ def test_reconnect_prefers_the_least_failed_server() -> None:
 # --- against a real server ----------------------------------------------------------
 
 
-async def test_connect_and_log_without_secrets(
-    nats_server_factory: NatsServerFactory, caplog: pytest.LogCaptureFixture, eventually: Any
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    server = nats_server_factory(config=f'authorization {{ user: alice, password: "{PASSWORD}" }}')
-    settings = nats_test_settings(
-        f"nats://alice:{PASSWORD}@127.0.0.1:{server.port}",  # in the URL too
-        nats_user="alice",
-        nats_password=SecretStr(PASSWORD),
-    )
-    nc = await connect(settings)
-    try:
-        assert nc.is_connected
-        server.restart()  # reconnecting logs too
-        await eventually(lambda: nc.is_connected and nc.stats["reconnects"] == 1)
-    finally:
-        await nc.close()
-    assert "connected to the NATS server at nats://127.0.0.1" in caplog.text
-    assert PASSWORD not in caplog.text
-
-
-async def test_wrong_password_is_unavailable_without_the_secret(
-    nats_server_factory: NatsServerFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    server = nats_server_factory(config='authorization { user: alice, password: "right" }')
-    settings = nats_test_settings(server.url, nats_user="alice", nats_password=SecretStr(PASSWORD))
-    with pytest.raises(UnavailableError, match=r"(?i)authorization") as info:
-        await connect(settings, connect_wait_s=1.0)
-    assert PASSWORD not in str(info.value)
-    assert PASSWORD not in caplog.text
-
-
-async def test_token_auth(
-    nats_server_factory: NatsServerFactory, nats_connect: NatsConnect
-) -> None:
-    server = nats_server_factory(config=f'authorization {{ token: "{TOKEN}" }}')
-    nc = await nats_connect(nats_test_settings(server.url, nats_token=SecretStr(TOKEN)))
-    assert nc.is_connected
-    with pytest.raises(UnavailableError):
-        await connect(nats_test_settings(server.url), connect_wait_s=1.0)
-
-
 async def test_nothing_listening_is_unavailable() -> None:
     settings = nats_test_settings(f"nats://127.0.0.1:{free_port()}")
     with pytest.raises(UnavailableError, match=r"could not connect to NATS at nats://127\.0\.0\.1"):
@@ -186,74 +176,47 @@ async def test_reconnects_and_logs_it_in_plain_words(
     )
 
 
-# --- TLS ----------------------------------------------------------------------------
+# --- TLS (the servers are in test_auth.py) -----------------------------------------
 
 
-def _make_certs(folder: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1, made here (no files are shipped)."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(subject: str, issuer_key: Any, issuer: str, key: Any, ca: bool) -> Any:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-                ),
-                critical=False,
-            )
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key")}
-    paths["ca"].write_bytes(
-        build("test-ca", ca_key, "test-ca", ca_key, True).public_bytes(serialization.Encoding.PEM)
-    )
-    paths["cert"].write_bytes(
-        build("127.0.0.1", ca_key, "test-ca", server_key, False).public_bytes(
-            serialization.Encoding.PEM
+def test_tls_context_verifies_the_server_and_carries_our_certificate(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    context = tls_context(
+        Settings(
+            nats_tls_ca_file=files.ca,
+            nats_tls_cert_file=files.client_cert,
+            nats_tls_key_file=files.client_key,
         )
     )
-    paths["key"].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
-async def test_tls_with_our_ca(
-    nats_server_factory: NatsServerFactory, nats_connect: NatsConnect, tmp_path: Path
-) -> None:
-    certs = _make_certs(tmp_path)
-    server = nats_server_factory(
-        config=f'tls {{ cert_file: "{certs["cert"]}", key_file: "{certs["key"]}" }}',
-        scheme="tls",
-    )
-    settings = nats_test_settings(server.url, nats_tls_ca_file=certs["ca"])
-    context = tls_context(settings)
     assert context is not None
     assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert len(context.get_ca_certs()) == 1
+    assert "tls" in connect_options(Settings(nats_tls_ca_file=files.ca))
 
-    nc = await nats_connect(settings)
-    assert nc.is_connected
-    # Without our CA the server's certificate is not trusted.
-    with pytest.raises(UnavailableError, match=r"(?i)certificate"):
-        await connect(nats_test_settings(server.url), connect_wait_s=1.0)
+
+def test_tls_cert_and_key_go_together(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    with pytest.raises(ValueError, match="go together"):
+        Settings(nats_tls_cert_file=files.client_cert)
+
+
+def test_settings_never_show_nats_secrets() -> None:
+    settings = Settings(
+        nats_url=f"nats://alice:{PASSWORD}@127.0.0.1:4222, nats://{TOKEN}@127.0.0.1:4223",
+        nats_password=SecretStr(PASSWORD),
+        nats_token=SecretStr(TOKEN),
+    )
+    for text in (repr(settings), str(settings)):
+        assert PASSWORD not in text
+        assert TOKEN not in text
+    with pytest.raises(ValueError, match="not a NATS server URL") as info:
+        Settings(nats_url=f"http://alice:{PASSWORD}@127.0.0.1:4222")
+    assert PASSWORD not in str(info.value)
+
+
+def test_nats_file_settings_are_absolute(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # an actor started elsewhere still finds the files
+    settings = Settings(nats_creds_file="user.creds", nats_tls_ca_file="certs/ca.pem")
+    assert settings.nats_creds_file == tmp_path / "user.creds"
+    assert settings.nats_tls_ca_file == tmp_path / "certs" / "ca.pem"

@@ -29,8 +29,9 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
+from handler_base.deployment import EMBEDDINGS_BODY_BYTES
 from handler_base.errors import validate_as
-from handler_base.http import platform_app
+from handler_base.http import AdmissionLimits, configure_guard, platform_app
 from handler_base.inference import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
 from ray_inference.profiles import ServiceArgs
 from ray_inference.text_encoder import (
@@ -48,7 +49,9 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
 """How long the first text of a batch waits for others."""
 
 api: FastAPI = platform_app(
-    "Embeddings", "OpenAI-style text embeddings: all-MiniLM-L6-v2 on onnxruntime."
+    "Embeddings",
+    "OpenAI-style text embeddings: all-MiniLM-L6-v2 on onnxruntime.",
+    max_body_bytes=EMBEDDINGS_BODY_BYTES,
 )
 
 
@@ -72,6 +75,7 @@ class EmbeddingsDeployment:
         batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
         threads: int = 2,
         device: Device = "cpu",
+        admission: AdmissionLimits | None = None,
     ) -> None:
         """Load the encoder (once per replica).
 
@@ -84,7 +88,9 @@ class EmbeddingsDeployment:
             batch_wait_timeout_s: How long a batch waits to fill.
             threads: onnxruntime threads.
             device: ``"cpu"`` or ``"cuda"``.
+            admission: The request guard's limits of this replica (HTTP only).
         """
+        configure_guard(api, admission)
         self.model_name = model_name
         self._encoder = TextEncoder.from_sources(
             model_source,
@@ -186,6 +192,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         batch_wait_timeout_s=a.batch_wait_timeout_s,
         threads=a.threads,
         device=device,
+        admission=AdmissionLimits.of(service),
     )
     return application
 

@@ -42,8 +42,15 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
+from handler_base.deployment import LLM_BODY_BYTES
 from handler_base.errors import ErrorReply, InternalError, PlatformError, TooLargeError
-from handler_base.http import platform_app, sse_event, sse_response
+from handler_base.http import (
+    AdmissionLimits,
+    configure_guard,
+    platform_app,
+    sse_event,
+    sse_response,
+)
 from handler_base.inference import (
     MAX_COMPLETION_TOKENS,
     AssistantMessage,
@@ -85,7 +92,11 @@ MIN_P = 0.05
 
 FinishReason = Literal["stop", "length"]
 
-api = platform_app("LLM", "OpenAI chat completions from a local GGUF model (llama.cpp).")
+api = platform_app(
+    "LLM",
+    "OpenAI chat completions from a local GGUF model (llama.cpp).",
+    max_body_bytes=LLM_BODY_BYTES,
+)
 
 
 # --- generation ---------------------------------------------------------------------
@@ -369,6 +380,7 @@ class LLMDeployment:
         threads: int = 2,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         """Load the model of ``model_source`` (a ``.gguf`` file).
 
@@ -379,7 +391,9 @@ class LLMDeployment:
             threads: CPU threads of llama.cpp.
             system_prompt: System message for requests that have none.
             default_max_tokens: Answer length when a request sets no limit.
+            admission: The request guard's limits of this replica (HTTP only).
         """
+        configure_guard(api, admission)
         self.model_id = model_id
         self._model = LlamaChatModel(
             resolve_model_source(model_source),
@@ -629,6 +643,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         a.threads,
         a.system_prompt,
         a.default_max_tokens,
+        admission=AdmissionLimits.of(a.resources_for("llm")),
     )
     return application
 

@@ -37,8 +37,9 @@ from pydantic import Field, model_validator
 from ray import serve
 from ray.serve import Application
 
+from handler_base.deployment import RERANKER_BODY_BYTES
 from handler_base.errors import validate_as
-from handler_base.http import platform_app
+from handler_base.http import AdmissionLimits, configure_guard, platform_app
 from handler_base.inference import RerankRequest, RerankResponse, RerankResult
 from ray_inference.model_sources import ModelSourceError
 from ray_inference.profiles import ServiceArgs
@@ -64,7 +65,9 @@ CROSS_ENCODER_MAX_TOKENS = 512
 """Tokens of one query-passage pair (BERT-style cross-encoders read at most 512)."""
 
 api: FastAPI = platform_app(
-    "Reranker", "Scores passages against a query: hybrid BM25 + dense, or a cross-encoder."
+    "Reranker",
+    "Scores passages against a query: hybrid BM25 + dense, or a cross-encoder.",
+    max_body_bytes=RERANKER_BODY_BYTES,
 )
 
 
@@ -387,8 +390,13 @@ class RerankerDeployment:
         max_tokens: int | None = None,
         threads: int = 2,
         device: Device = "cpu",
+        admission: AdmissionLimits | None = None,
     ) -> None:
-        """Load the scorer (once per replica); see :func:`make_scorer`."""
+        """Load the scorer (once per replica); see :func:`make_scorer`.
+
+        ``admission`` is the request guard's limits of this replica (HTTP only).
+        """
+        configure_guard(api, admission)
         self.method = method
         self._scorer = make_scorer(
             method,
@@ -468,6 +476,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         max_tokens=a.max_tokens,
         threads=a.threads,
         device=device,
+        admission=AdmissionLimits.of(service),
     )
     return application
 

@@ -47,8 +47,9 @@ from ray import serve
 from ray.serve import Application
 
 from handler_base.audio import AudioFormatError, encode_wav, pcm16_bytes, read_wav, to_pcm16
+from handler_base.deployment import TTS_BODY_BYTES
 from handler_base.errors import InternalError, InvalidRequestError
-from handler_base.http import platform_app
+from handler_base.http import AdmissionLimits, configure_guard, platform_app
 from handler_base.inference import SpeechAudio, SpeechRequest
 from ray_inference.model_sources import resolve_model_source
 from ray_inference.profiles import ServiceArgs
@@ -86,7 +87,11 @@ _ESPEAK_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+\-/]{0,63}$")
 
 PCM16 = npt.NDArray[np.int16]
 
-api = platform_app("Text to speech", "Piper voices behind the OpenAI speech API.")
+api = platform_app(
+    "Text to speech",
+    "Piper voices behind the OpenAI speech API.",
+    max_body_bytes=TTS_BODY_BYTES,
+)
 
 
 class VoiceConfig(BaseModel):
@@ -388,8 +393,13 @@ class TTSDeployment:
         espeak: bool = False,
         threads: int = 2,
         use_cuda: bool = False,
+        admission: AdmissionLimits | None = None,
     ) -> None:
-        """Load every configured voice (see :class:`TextToSpeech` for the arguments)."""
+        """Load every configured voice (see :class:`TextToSpeech` for the arguments).
+
+        ``admission`` is the request guard's limits of this replica (HTTP only).
+        """
+        configure_guard(api, admission)
         self._tts = TextToSpeech(
             voices if voices is not None else {DEFAULT_VOICE: DEFAULT_VOICE_SOURCE},
             default_voice,
@@ -459,7 +469,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = TTSDeployment.options(  # type: ignore[attr-defined]
         **service.deployment_options()
-    ).bind(a.voices, a.default_voice, a.openai_aliases, a.espeak, a.threads, service.uses_gpu)
+    ).bind(
+        a.voices,
+        a.default_voice,
+        a.openai_aliases,
+        a.espeak,
+        a.threads,
+        service.uses_gpu,
+        admission=AdmissionLimits.of(service),
+    )
     return application
 
 

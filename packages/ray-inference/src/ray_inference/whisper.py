@@ -46,12 +46,13 @@ from ray import serve
 from ray.serve import Application
 from starlette.datastructures import UploadFile
 
+from handler_base.deployment import WHISPER_BODY_BYTES
 from handler_base.errors import (
     InvalidRequestError,
     TooLargeError,
     validate_as,
 )
-from handler_base.http import file_upload_openapi, platform_app
+from handler_base.http import AdmissionLimits, configure_guard, file_upload_openapi, platform_app
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
     TranscriptionOptions,
@@ -493,7 +494,9 @@ class WhisperTranscriber:
 # --- the deployment --------------------------------------------------------------------
 
 api = platform_app(
-    "Whisper", "Speech to text with faster-whisper: the OpenAI audio transcriptions API."
+    "Whisper",
+    "Speech to text with faster-whisper: the OpenAI audio transcriptions API.",
+    max_body_bytes=WHISPER_BODY_BYTES,
 )
 
 _FORM_SCHEMA = file_upload_openapi(
@@ -511,12 +514,16 @@ _FORM_SCHEMA = file_upload_openapi(
 class WhisperDeployment:
     """Whisper behind ``/v1/audio/transcriptions`` and the handle method :meth:`transcribe`."""
 
-    def __init__(self, config: WhisperConfig | None = None) -> None:
+    def __init__(
+        self, config: WhisperConfig | None = None, admission: AdmissionLimits | None = None
+    ) -> None:
         """Load the model (joining Whisper base into the data folder the first time).
 
         Args:
             config: The model and how to run it; the defaults when None.
+            admission: The request guard's limits of this replica (HTTP only).
         """
+        configure_guard(api, admission)
         self.config = config or WhisperConfig()
         self.transcriber = WhisperTranscriber(
             self.config.model_dir(),
@@ -605,9 +612,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     config = WhisperConfig.model_validate(
         parsed.model_dump(include=set(WhisperConfig.model_fields))
     )
+    service = parsed.resources_for("whisper")
     return WhisperDeployment.options(  # type: ignore[attr-defined,no-any-return]
-        **parsed.resources_for("whisper").deployment_options()
-    ).bind(config)
+        **service.deployment_options()
+    ).bind(config, admission=AdmissionLimits.of(service))
 
 
 app = build_app()

@@ -29,7 +29,7 @@ from ray.serve import Application
 from starlette.datastructures import UploadFile
 
 from handler_base.clients import ChatClient, STTClient, TTSClient
-from handler_base.deployment import HandlerArgs
+from handler_base.deployment import VOICE_BODY_BYTES, HandlerArgs
 from handler_base.errors import (
     InternalError,
     InvalidRequestError,
@@ -40,6 +40,8 @@ from handler_base.errors import (
 )
 from handler_base.http import (
     BINARY_SCHEMA,
+    AdmissionLimits,
+    configure_guard,
     file_upload_openapi,
     platform_app,
     sse_event,
@@ -59,7 +61,9 @@ MAX_FORM_BODY_BYTES = MAX_AUDIO_BYTES + 64 * 1024
 FILE_FIELD = "file"
 
 api: FastAPI = platform_app(
-    "Voice", "A spoken question answered from the knowledge base, in text and speech."
+    "Voice",
+    "A spoken question answered from the knowledge base, in text and speech.",
+    max_body_bytes=VOICE_BODY_BYTES,
 )
 
 _BODY_DOC = file_upload_openapi(
@@ -151,13 +155,17 @@ def _sse_of(event: VoiceEvent) -> str:
 class VoiceDeployment:
     """Answers spoken questions: Whisper, then the chat handler's RAG stream, then TTS."""
 
-    def __init__(self, config: VoiceConfig | None = None) -> None:
+    def __init__(
+        self, config: VoiceConfig | None = None, admission: AdmissionLimits | None = None
+    ) -> None:
         """Make the clients (nothing is connected until the first request).
 
         Args:
             config: Voice, language and limits; the defaults when None.
+            admission: The request guard's limits of this replica (HTTP only).
         """
         settings = Settings()
+        configure_guard(api, admission, settings)
         setup_telemetry(settings, service_name="voice-assistant")
         self.assistant = VoiceAssistant(
             STTClient(settings), ChatClient(settings), TTSClient(settings), config
@@ -242,5 +250,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = VoiceDeployment.options(  # type: ignore[attr-defined]
         **a.deployment_options()
-    ).bind(config)
+    ).bind(config, admission=a.admission())
     return application

@@ -16,11 +16,17 @@ from ray import serve
 from ray.serve import Application
 
 from aictl.web.assets import CONTENT_SECURITY_POLICY, INDEX, StaticFile, load_static_files
-from handler_base.deployment import HandlerArgs
+from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs
 from handler_base.errors import NotFoundError
-from handler_base.http import platform_app
+from handler_base.http import AdmissionLimits, configure_guard, platform_app
 
-api: FastAPI = platform_app("Web page", "Chat and push-to-talk voice in the browser.")
+api: FastAPI = platform_app(
+    "Web page",
+    "Chat and push-to-talk voice in the browser.",
+    max_body_bytes=WEB_BODY_BYTES,
+    # The page and its files are open; the page asks for the key the APIs need.
+    public_paths=("/", "/static/*"),
+)
 
 
 def _file_response(file: StaticFile, head: bool = False) -> Response:
@@ -43,8 +49,9 @@ def _file_response(file: StaticFile, head: bool = False) -> Response:
 class WebPage:
     """Serves the page and its static files from memory."""
 
-    def __init__(self) -> None:
-        """Read the static files shipped in the package."""
+    def __init__(self, admission: AdmissionLimits | None = None) -> None:
+        """Read the static files shipped in the package (``admission``: the guard's limits)."""
+        configure_guard(api, admission)
         self.files = load_static_files()
 
     def _file(self, name: str) -> StaticFile:
@@ -89,5 +96,5 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = WebPage.options(  # type: ignore[attr-defined]
         **a.deployment_options()
-    ).bind()
+    ).bind(admission=a.admission())
     return application

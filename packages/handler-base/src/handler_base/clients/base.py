@@ -97,6 +97,9 @@ class ServiceClient:
             the deployment exists (it is slow on a busy machine).
         app_recheck_s: In auto mode, how long HTTP is kept (while Ray is up but the
             deployment absent) before the handle is looked up again.
+
+    A handle call whose replica dies under it (killed, crashed) is sent again, once, to
+    a live replica, within the same timeout (see :meth:`_retry_on_another_replica`).
     """
 
     service: ClassVar[str]
@@ -108,6 +111,8 @@ class ServiceClient:
     retry_after_max_s: ClassVar[float] = 5.0
     app_recheck_s: ClassVar[float] = 30.0
     handle_lookup_timeout_s: ClassVar[float] = 15.0
+    replica_died_retries: ClassVar[int] = 1
+    """How often a handle call is sent again when its replica died under it."""
     passes_trace_context: ClassVar[bool] = False
     """The deployment's handle methods take the caller's trace context (they are decorated
     with :func:`handler_base.telemetry.continue_trace`): handle calls pass it along."""
@@ -295,11 +300,20 @@ class ServiceClient:
                 platform's typed error.
         """
         handle = self._require_handle()
-        response = getattr(handle, method).remote(*args, **self._with_trace(kwargs))
+        kwargs = self._with_trace(kwargs)
         deadline = asyncio.timeout(self._timeout_s)
+        attempt = 0
         try:
             async with deadline:
-                return await response
+                while True:
+                    response = getattr(handle, method).remote(*args, **kwargs)
+                    try:
+                        return await response
+                    except Exception as exc:
+                        if not self._retry_on_another_replica(exc, method, attempt):
+                            raise
+                    await asyncio.sleep(self._backoff(attempt))
+                    attempt += 1
         except Exception as exc:
             if deadline.expired():
                 response.cancel()
@@ -320,8 +334,11 @@ class ServiceClient:
             PlatformError: As for :meth:`_handle_call`.
         """
         self._require_handle()
-        generator = getattr(self._stream_handle, method).remote(*args, **self._with_trace(kwargs))
+        kwargs = self._with_trace(kwargs)
+        generator = getattr(self._stream_handle, method).remote(*args, **kwargs)
         finished = False
+        attempt = 0
+        sent_any = False
         try:
             while True:
                 deadline = asyncio.timeout(self._timeout_s)
@@ -332,6 +349,12 @@ class ServiceClient:
                     finished = True
                     return
                 except Exception as exc:
+                    if not sent_any and self._retry_on_another_replica(exc, method, attempt):
+                        # Nothing was passed on yet: the whole call can start again.
+                        await asyncio.sleep(self._backoff(attempt))
+                        attempt += 1
+                        generator = getattr(self._stream_handle, method).remote(*args, **kwargs)
+                        continue
                     finished = True
                     if deadline.expired():
                         generator.cancel()
@@ -339,6 +362,7 @@ class ServiceClient:
                             f"{self._target()}.{method} sent nothing for {self._timeout_s:g} s"
                         ) from exc
                     raise self._handle_failed(exc) from exc
+                sent_any = True
                 yield item
         finally:
             if not finished:
@@ -350,6 +374,33 @@ class ServiceClient:
             return kwargs
         carrier = trace_carrier()
         return kwargs if carrier is None else {**kwargs, TRACE_CONTEXT_KWARG: carrier}
+
+    def _retry_on_another_replica(self, exc: Exception, method: str, attempt: int) -> bool:
+        """Whether a handle call that raised ``exc`` is sent again (within its timeout).
+
+        Only when the replica died under the call (its process was killed, or crashed):
+        Serve's router drops the dead replica and routes the next try to a live one, or
+        waits for the one its controller starts in its place. At most
+        :attr:`replica_died_retries` times, so that a request that itself kills replicas
+        is not sent to each of them in turn.
+        """
+        from ray import exceptions as ray_exceptions
+
+        died = isinstance(exc, ray_exceptions.RayActorError) and not isinstance(
+            exc,
+            ray_exceptions.RayTaskError,  # raised inside the replica, which lives
+        )
+        if not died or attempt >= self.replica_died_retries:
+            return False
+        logger.warning(
+            "%s.%s: the replica died under the call (%s); trying again (%d of %d)",
+            self._target(),
+            method,
+            type(exc).__name__,
+            attempt + 1,
+            self.replica_died_retries,
+        )
+        return True
 
     def _require_handle(self) -> Any:
         if self._handle is None:

@@ -58,6 +58,7 @@ from handler_base.errors import (
     describe_validation_error,
     too_large,
 )
+from handler_base.knowledge import storable_metadata
 from handler_base.messages import CollectionName, Source
 from handler_base.settings import Settings
 
@@ -200,6 +201,7 @@ class KnowledgeRecord(BaseModel):
         reserved = _RESERVED_METADATA_KEYS.intersection(value)
         if reserved:
             raise ValueError(f"metadata must not hold {sorted(reserved)}: they are fields")
+        storable_metadata(value)
         try:
             encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -7,7 +7,14 @@ try next and how long to wait first. The first attempt after a disconnect is imm
 
 Connection events are logged in plain words on the ``handler_base.messaging.connection``
 logger. Passwords, tokens and credentials are never logged; URLs are logged without their
-user part.
+user part. While connecting keeps failing, the warning for each reason is logged on its
+attempts 1, 2, 4, 8, ... only.
+
+Authentication: ``NATS_USER``/``NATS_PASSWORD``, ``NATS_TOKEN`` (or user info in the URL),
+``NATS_CREDS_FILE`` (a ``.creds`` file: user JWT and NKey seed, operator mode); TLS with
+``NATS_TLS_CA_FILE`` and, for mutual TLS, ``NATS_TLS_CERT_FILE``/``NATS_TLS_KEY_FILE``.
+A refusal that retrying cannot fix (wrong credentials, a certificate not trusted) ends
+:func:`connect` at once with an :class:`~handler_base.errors.UnavailableError` that says so.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import logging
 import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult, urlsplit
 
@@ -89,6 +97,35 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+_CREDS_JWT = "BEGIN NATS USER JWT"
+_CREDS_SEED = "BEGIN USER NKEY SEED"
+
+
+def check_creds_file(path: Path) -> None:
+    """Check that ``path`` is a NATS ``.creds`` file: a user JWT and a user NKey seed.
+
+    nats-py reads it on every connect and loops for ever on a file without the JWT
+    marker, so a bad file is caught here. Messages name the file, never its content.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: it is not a ``.creds`` file, or its seed is not a user NKey seed.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"NATS_CREDS_FILE does not exist: {path}")
+    lines = path.read_text(errors="replace").splitlines()
+    markers = [i for i, line in enumerate(lines) if _CREDS_JWT in line or _CREDS_SEED in line]
+    found = {_CREDS_JWT if _CREDS_JWT in lines[i] else _CREDS_SEED: i for i in markers}
+    if set(found) != {_CREDS_JWT, _CREDS_SEED} or max(found.values()) + 1 >= len(lines):
+        raise ValueError(
+            f"NATS_CREDS_FILE is not a NATS .creds file (a user JWT and an NKey seed): {path}"
+        )
+    jwt_line = lines[found[_CREDS_JWT] + 1].strip()
+    seed_line = lines[found[_CREDS_SEED] + 1].strip()
+    if jwt_line.count(".") != 2 or not seed_line.startswith("SU"):
+        raise ValueError(f"NATS_CREDS_FILE has no user JWT or no user NKey seed: {path}")
+
+
 def connect_options(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of ``nats.aio.client.Client.connect`` for ``settings``.
 
@@ -96,6 +133,7 @@ def connect_options(settings: Settings) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: ``NATS_CREDS_FILE`` names a file that does not exist.
+        ValueError: ``NATS_CREDS_FILE`` is not a ``.creds`` file.
         ImportError: a credentials file is set but the ``nkeys`` package is missing.
     """
     options: dict[str, Any] = {
@@ -116,8 +154,7 @@ def connect_options(settings: Settings) -> dict[str, Any]:
     if settings.nats_token is not None:
         options["token"] = settings.nats_token.get_secret_value()
     if settings.nats_creds_file is not None:
-        if not settings.nats_creds_file.is_file():
-            raise FileNotFoundError(f"NATS_CREDS_FILE does not exist: {settings.nats_creds_file}")
+        check_creds_file(settings.nats_creds_file)
         if importlib.util.find_spec("nkeys") is None:
             raise ImportError("NATS_CREDS_FILE needs the nkeys package: install nats-py[nkeys]")
         options["user_credentials"] = str(settings.nats_creds_file)
@@ -136,22 +173,82 @@ _CONNECTION_LOST = (
 )
 
 
-class _ConnectionLog:
-    """The logging callbacks of one connection; remembers the server URL it last reached."""
+_REFUSED_CREDENTIALS = (
+    "authorization violation",
+    "authentication expired",
+    "authentication revoked",
+)
 
-    def __init__(self, nc: NATS, servers: Sequence[str]) -> None:
+
+def refusal(exc: BaseException) -> str | None:
+    """Why the server refused us, when retrying cannot help (None for other errors).
+
+    Wrong or missing credentials, and TLS certificates that one side does not accept.
+    """
+    text = str(exc).lower()
+    if isinstance(exc, nats.errors.AuthorizationError) or any(
+        words in text for words in _REFUSED_CREDENTIALS
+    ):
+        return (
+            "the server refused the credentials "
+            "(NATS_USER/NATS_PASSWORD, NATS_TOKEN or NATS_CREDS_FILE)"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "the server's TLS certificate is not trusted (NATS_TLS_CA_FILE)"
+    if isinstance(exc, ssl.SSLError) and "certificate" in text:
+        return (
+            "the server did not accept our TLS client certificate "
+            "(NATS_TLS_CERT_FILE/NATS_TLS_KEY_FILE)"
+        )
+    return None
+
+
+class _ConnectionLog:
+    """The logging callbacks of one connection; remembers the server URL it last reached.
+
+    Args:
+        nc: The client.
+        servers: Its server URLs.
+        give_up_after: Refusals in a row (see :func:`refusal`) that end the first
+            connection (:attr:`refused` is set); 0 never does.
+    """
+
+    def __init__(self, nc: NATS, servers: Sequence[str], give_up_after: int = 0) -> None:
         self._nc = nc
         self.server = ", ".join(redact_url(s) for s in servers)
         self.last_error: BaseException | None = None
+        self.last_refusal: BaseException | None = None
+        self.refused = asyncio.Event()
+        self._give_up_after = give_up_after
+        self._refusals = 0
+        self._failures: dict[str, int] = {}
+        """Failed attempts since the last connection, by reason."""
+
+    def _log_failed_attempt(self, exc: BaseException) -> None:
+        """A warning for a failed attempt; for each reason, on attempts 1, 2, 4, 8, ..."""
+        reason = _describe(exc)
+        count = self._failures[reason] = self._failures.get(reason, 0) + 1
+        if count & (count - 1) == 0:
+            again = f" (attempt {count} with this error)" if count > 1 else ""
+            logger.warning("cannot reach the NATS server at %s: %s%s", self.server, reason, again)
 
     def note_server(self) -> None:
+        """Connected: remember where, and start counting failures afresh."""
+        self._failures.clear()
         if self._nc.connected_url is not None:
             self.server = redact_url(self._nc.connected_url)
 
     async def on_error(self, exc: Exception) -> None:
         self.last_error = exc
+        if refusal(exc) is None:
+            self._refusals = 0
+        else:
+            self.last_refusal = exc
+            self._refusals += 1
+        if self._give_up_after and self._refusals >= self._give_up_after:
+            self.refused.set()
         if not self._nc.is_connected:
-            logger.warning("cannot reach the NATS server at %s: %s", self.server, _describe(exc))
+            self._log_failed_attempt(exc)
         elif isinstance(exc, _CONNECTION_LOST):
             # Followed by a reconnect, which is logged on its own.
             logger.warning(
@@ -197,7 +294,9 @@ class _ConnectionLog:
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    why = refusal(exc)
+    return f"{why}: {described}" if why is not None else described
 
 
 async def flush(nc: NATS, timeout: float = 10.0) -> None:  # noqa: ASYNC109
@@ -220,10 +319,22 @@ async def flush(nc: NATS, timeout: float = 10.0) -> None:  # noqa: ASYNC109
     await nc.flush(math.ceil(timeout))
 
 
-async def _first_connection(nc: NATS, options: dict[str, Any], wait_s: float | None) -> None:
-    """``nc.connect(**options)``, given up after ``wait_s`` seconds (TimeoutError)."""
+async def _first_connection(
+    nc: NATS, options: dict[str, Any], wait_s: float | None, refused: asyncio.Event
+) -> None:
+    """``nc.connect(**options)``, given up after ``wait_s`` seconds or once ``refused`` is set.
+
+    Raises:
+        TimeoutError: not connected in time, or refused.
+    """
     attempt = asyncio.ensure_future(nc.connect(**options))
-    done, _ = await asyncio.wait({attempt}, timeout=wait_s)
+    refusal_seen = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {attempt, refusal_seen}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        refusal_seen.cancel()
     if attempt in done:
         return attempt.result()
     # Not asyncio.wait_for: nats-py's retry loop can swallow one cancellation (an inner
@@ -233,6 +344,8 @@ async def _first_connection(nc: NATS, options: dict[str, Any], wait_s: float | N
         await asyncio.wait({attempt}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError, Exception):
         attempt.result()
+    if refused.is_set():
+        raise TimeoutError("refused")
     raise TimeoutError(f"no connection within {wait_s:g} s")
 
 
@@ -258,22 +371,32 @@ async def connect(
         The connected client. Close it with ``await nc.drain()`` or ``await nc.close()``.
 
     Raises:
-        UnavailableError: no server could be reached (or it refused us) in time; the
-            message says why, without secrets.
+        UnavailableError: no server could be reached in time, or every server refused us
+            for a reason retrying cannot fix (credentials, TLS certificates; that ends it
+            at once unless ``connect_wait_s`` is None); the message says why, without
+            secrets.
+        FileNotFoundError, ValueError: ``NATS_CREDS_FILE`` is missing or not a creds file.
     """
     settings = settings if settings is not None else Settings()
     nc = NATS()
     options = connect_options(settings)
-    log = _ConnectionLog(nc, settings.nats_servers)
+    servers = len(settings.nats_servers) if connect_wait_s is not None else 0
+    log = _ConnectionLog(nc, settings.nats_servers, give_up_after=servers)
     options.update(log.callbacks())
     options.update(overrides)
     try:
-        await _first_connection(nc, options, connect_wait_s)
+        await _first_connection(nc, options, connect_wait_s, log.refused)
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
             await nc.close()
-        reason = log.last_error if log.last_error is not None else exc
-        waited = "" if connect_wait_s is None else f" within {connect_wait_s:g} s"
+        # The refusal, not the broken pipe that may follow it.
+        reason = log.last_refusal if log.refused.is_set() else log.last_error
+        reason = reason if reason is not None else exc
+        waited = (
+            ""
+            if connect_wait_s is None or log.refused.is_set()
+            else f" within {connect_wait_s:g} s"
+        )
         raise UnavailableError(
             f"could not connect to NATS at {log.server}{waited}: {_describe(reason)}"
         ) from exc

@@ -5,7 +5,8 @@ Enable it with ``pytest_plugins = ["handler_base.testing.nats_fixtures"]`` in a
 
 * ``nats_server``: a started :class:`~handler_base.testing.nats.NatsServer` (JetStream on),
   one per test, stopped afterwards.
-* ``nats_server_factory``: starts servers with your own config or arguments (auth, TLS).
+* ``nats_server_factory``: starts servers with your own config or arguments (auth, TLS;
+  :mod:`handler_base.testing.nats_auth` makes the certificates, creds files and configs).
 * ``nats_settings``: :class:`~handler_base.Settings` pointing at ``nats_server``, with short
   timeouts and reconnect waits fit for tests.
 * ``nats_client``: a client connected with those settings, closed afterwards.

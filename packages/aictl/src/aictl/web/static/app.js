@@ -1,7 +1,8 @@
 // The platform's web page: chat with the answer streaming in and its sources listed, and
 // push-to-talk voice with the answer spoken back sentence by sentence.
 // Plain modern JavaScript: no framework, no build step, nothing loaded from elsewhere.
-// It calls POST /chat and POST /voice/stream on its own origin (the Serve proxy).
+// It calls POST /chat and POST /voice/stream on its own origin (the Serve proxy). When the
+// platform answers 401 (it has API keys), the page asks for the key and sends the request again.
 
 const CHAT_URL = "/chat";
 const VOICE_URL = "/voice/stream";
@@ -27,6 +28,11 @@ const el = {
   voiceStatus: $("voice-status"),
   collection: $("collection"),
   apiKey: $("api-key"),
+  keyPrompt: $("key-prompt"),
+  keyPromptTitle: $("key-prompt-title"),
+  keyPromptMessage: $("key-prompt-message"),
+  keyPromptInput: $("key-prompt-input"),
+  keyPromptCancel: $("key-prompt-cancel"),
 };
 
 // --- errors ---------------------------------------------------------------------------
@@ -72,14 +78,21 @@ function clearError() {
 
 // --- settings -------------------------------------------------------------------------
 
+// The API key is kept in localStorage (this browser, across visits and tabs) rather than
+// sessionStorage: the page and all it runs come from the platform's own origin under a CSP
+// that allows no other script, so nothing else can read it, and the user of a platform with
+// keys is not asked again on every visit. Emptying the field forgets it. The key is only
+// ever sent in the Authorization header, never put in a URL.
+function storeApiKey(key) {
+  el.apiKey.value = key;
+  if (key) localStorage.setItem(STORAGE.apiKey, key);
+  else localStorage.removeItem(STORAGE.apiKey);
+}
+
 function loadSettings() {
   el.apiKey.value = localStorage.getItem(STORAGE.apiKey) || "";
   el.collection.value = localStorage.getItem(STORAGE.collection) || DEFAULT_COLLECTION;
-  el.apiKey.addEventListener("change", () => {
-    const key = el.apiKey.value.trim();
-    if (key) localStorage.setItem(STORAGE.apiKey, key);
-    else localStorage.removeItem(STORAGE.apiKey);
-  });
+  el.apiKey.addEventListener("change", () => storeApiKey(el.apiKey.value.trim()));
   el.collection.addEventListener("change", () => {
     localStorage.setItem(STORAGE.collection, collection());
   });
@@ -97,19 +110,30 @@ function authHeaders() {
 
 // --- HTTP and server-sent events ------------------------------------------------------
 
-/** POST and return the response; a failed request throws an ApiError. */
+/**
+ * POST and return the response; a failed request throws an ApiError. A 401 is code
+ * `unauthorized`, with `keySent` saying whether a key went with it (then it was refused).
+ */
 async function post(url, body, headers = {}) {
+  const auth = authHeaders();
   let response;
   try {
     response = await fetch(url, {
       method: "POST",
       body,
-      headers: { Accept: "text/event-stream", ...authHeaders(), ...headers },
+      headers: { Accept: "text/event-stream", ...auth, ...headers },
     });
   } catch (error) {
     throw new ApiError("unavailable", `Could not reach ${url}: ${error.message}`);
   }
-  if (!response.ok) throw await errorOfResponse(response);
+  if (!response.ok) {
+    const error = await errorOfResponse(response);
+    if (response.status === 401) {
+      error.code = "unauthorized";
+      error.keySent = "Authorization" in auth;
+    }
+    throw error;
+  }
   return response;
 }
 
@@ -213,7 +237,23 @@ class Turn {
     this.scroll();
   }
 
+  /** The request was refused for want of a key; it waits here until one is entered. */
+  waitForKey() {
+    this.answer.removeAttribute("aria-busy");
+    this.item.dataset.state = "needs-key";
+    this.answerText.textContent = "Waiting for the API key…";
+  }
+
+  /** Send again: back to an empty answer, streaming. */
+  restart() {
+    this.answerText.textContent = "";
+    this.item.dataset.textEvents = "0";
+    this.item.dataset.state = "streaming";
+    this.answer.setAttribute("aria-busy", "true");
+  }
+
   fail(error) {
+    if (this.item.dataset.state === "needs-key") this.answerText.textContent = "";
     this.answer.removeAttribute("aria-busy");
     this.item.dataset.state = "error";
     const note = element("p", "turn-error", error.message || String(error));
@@ -254,9 +294,77 @@ function setBusy(value) {
   el.main.setAttribute("aria-busy", String(value));
 }
 
-async function askTyped(question) {
+// --- asking for the API key ----------------------------------------------------------
+
+/** The request that waits for a key: {turn, retry}. At most one at a time. */
+let waitingForKey = null;
+
+function isUnauthorized(error) {
+  return error instanceof ApiError && error.code === "unauthorized";
+}
+
+/** Show the key prompt, focused; `retry()` sends the request of `turn` again once a key is in. */
+function askForKey(error, turn, retry) {
+  giveUpWaiting();
   clearError();
-  const turn = new Turn("typed", question);
+  waitingForKey = { turn, retry };
+  turn.waitForKey();
+  const refused = Boolean(error.keySent);
+  el.keyPrompt.dataset.reason = refused ? "refused" : "missing";
+  el.keyPromptTitle.textContent = refused
+    ? "The API key was refused"
+    : "This platform needs an API key";
+  el.keyPromptMessage.textContent = refused
+    ? "Check the key and enter it again; your request is then sent again."
+    : "Enter your API key and your request is sent again.";
+  el.keyPrompt.hidden = false;
+  el.keyPromptInput.value = "";
+  el.keyPromptInput.focus();
+  el.keyPrompt.scrollIntoView({ block: "nearest" });
+}
+
+function hideKeyPrompt() {
+  el.keyPrompt.hidden = true;
+  delete el.keyPrompt.dataset.reason;
+}
+
+/** The request waiting for a key is not sent (cancelled, or another one was asked). */
+function giveUpWaiting() {
+  const waiting = waitingForKey;
+  waitingForKey = null;
+  hideKeyPrompt();
+  if (waiting) {
+    waiting.turn.fail(new ApiError("unauthorized", "Not sent: the platform needs an API key."));
+  }
+}
+
+function setUpKeyPrompt() {
+  el.keyPrompt.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = el.keyPromptInput.value.trim();
+    if (!key || busy) return;
+    storeApiKey(key);
+    el.keyPromptInput.value = "";
+    const waiting = waitingForKey;
+    waitingForKey = null;
+    hideKeyPrompt();
+    if (waiting) waiting.retry();
+  });
+  const cancel = () => {
+    giveUpWaiting();
+    el.question.focus();
+  };
+  el.keyPromptCancel.addEventListener("click", cancel);
+  el.keyPrompt.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") cancel();
+  });
+}
+
+// --- asking ---------------------------------------------------------------------------
+
+async function askTyped(question, turn = new Turn("typed", question)) {
+  clearError();
+  turn.restart();
   setBusy(true);
   try {
     const body = JSON.stringify({ query: question, collection: collection(), stream: true });
@@ -271,8 +379,12 @@ async function askTyped(question) {
     }
     if (!finished) throw new ApiError("internal", "The answer stopped before it was complete.");
   } catch (error) {
-    turn.fail(error);
-    showError(error);
+    if (isUnauthorized(error)) {
+      askForKey(error, turn, () => askTyped(question, turn));
+    } else {
+      turn.fail(error);
+      showError(error);
+    }
   } finally {
     setBusy(false);
   }
@@ -476,6 +588,7 @@ function setVoiceStatus(text) {
 }
 
 function startRecording() {
+  giveUpWaiting();
   clearError();
   player.unlock();
   player.stop();
@@ -583,12 +696,18 @@ function setUpTalkButton() {
   el.stopAudio.addEventListener("click", () => player.stop());
 }
 
-async function askSpoken(wav) {
+function newVoiceTurn() {
   const turn = new Turn("voice", "…");
   turn.item.dataset.audioReceived = "0";
   turn.item.dataset.audioQueued = "0";
   turn.item.dataset.audioPlayed = "0";
   turn.item.dataset.audioSeconds = "0";
+  return turn;
+}
+
+async function askSpoken(wav, turn = newVoiceTurn()) {
+  turn.restart();
+  setBusy(true);
   const count = (name, by = 1) => {
     turn.item.dataset[name] = String(Number(turn.item.dataset[name]) + by);
   };
@@ -631,9 +750,16 @@ async function askSpoken(wav) {
     if (!finished) throw new ApiError("internal", "The answer stopped before it was complete.");
     setVoiceStatus("");
   } catch (error) {
-    turn.fail(error);
-    showError(error);
     setVoiceStatus("");
+    if (isUnauthorized(error)) {
+      askForKey(error, turn, () => {
+        setVoiceStatus("Sending your recording again…");
+        return askSpoken(wav, turn);
+      });
+    } else {
+      turn.fail(error);
+      showError(error);
+    }
   } finally {
     setBusy(false);
   }
@@ -647,6 +773,7 @@ function setUpQuestionForm() {
     const question = el.question.value.trim();
     if (!question || busy) return;
     el.question.value = "";
+    giveUpWaiting();
     askTyped(question);
   });
   el.question.addEventListener("keydown", (event) => {
@@ -659,6 +786,7 @@ function setUpQuestionForm() {
 }
 
 loadSettings();
+setUpKeyPrompt();
 setUpQuestionForm();
 setUpTalkButton();
 setTalkState("idle");

@@ -1,0 +1,87 @@
+"""The whole platform on the current process's Ray and Serve, for soak tests and benchmarks.
+
+:func:`deploy_apps` runs applications described the way :mod:`aictl.apps` describes them
+(``name``, ``route_prefix``, ``import_path``, ``args``), so a test deploys exactly what
+``aictl up`` deploys, without this package importing the packages above it.
+:func:`platform_nats` is a ``nats-server`` that takes voice replies and can be restarted
+on the same URL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from handler_base.testing.nats import NatsServer
+
+VOICE_MAX_PAYLOAD = 8 * 1024 * 1024
+"""NATS payload limit for the platform: a voice reply (WAV in base64) runs to megabytes."""
+
+
+class AppDescription(Protocol):
+    """One Serve application, as :class:`aictl.apps.AppSpec` describes it."""
+
+    @property
+    def name(self) -> str:
+        """The application's name."""
+
+    @property
+    def route_prefix(self) -> str:
+        """Where the Serve proxy routes its requests."""
+
+    @property
+    def import_path(self) -> str:
+        """``module:builder``."""
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The builder's arguments."""
+
+
+def build_application(import_path: str, args: Mapping[str, Any]) -> Any:
+    """The Serve application that ``module:builder`` makes from ``args``."""
+    module_name, _, attribute = import_path.partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    return builder(dict(args))
+
+
+def deploy_apps(
+    apps: Iterable[AppDescription], overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """Run each application on Serve (in order, each healthy before the next); their names.
+
+    Args:
+        apps: The applications (models first, as :func:`aictl.apps.applications` lists them).
+        overrides: Builder arguments to change, by application name.
+    """
+    from ray import serve
+
+    names = []
+    for app in apps:
+        args = {**app.args, **(overrides or {}).get(app.name, {})}
+        serve.run(
+            build_application(app.import_path, args), name=app.name, route_prefix=app.route_prefix
+        )
+        names.append(app.name)
+    return names
+
+
+def delete_apps(names: Iterable[str]) -> None:
+    """Delete the named Serve applications, the last deployed first."""
+    from ray import serve
+
+    for name in reversed(list(names)):
+        serve.delete(name)
+
+
+def platform_nats(port: int | None = None, workdir: Path | None = None) -> NatsServer:
+    """A JetStream ``nats-server`` (not started) for the platform: voice-sized payloads.
+
+    Args:
+        port: A fixed port, so that a restart keeps the URL; a free one when None (the
+            server keeps it across :meth:`NatsServer.restart` either way).
+        workdir: Where its store lives; a temporary folder when None.
+    """
+    return NatsServer(config=f"max_payload: {VOICE_MAX_PAYLOAD}\n", port=port, workdir=workdir)

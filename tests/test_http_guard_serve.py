@@ -1,0 +1,196 @@
+"""The request guard on the real Serve: the real chat app and model apps, through the proxy.
+
+API keys reach a replica through its process environment. Production sets ``API_KEYS``
+where the cluster starts (or ``SECRETS_DIR``); this test gives only its own replicas the
+variable, through ``runtime_env``, so the session's other apps stay open.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chat_handler.deployment import ChatArgs, ChatDeployment
+from handler_base.deployment import CHAT_BODY_BYTES
+from handler_base.http import AdmissionLimits
+from handler_base.testing.ray_fixtures import LocalServe
+from ray_inference import embeddings, llm, reranker
+from ray_inference.profiles import resources
+
+pytestmark = pytest.mark.integration
+
+KEYS = ("guard-key-one-5b0e93", "guard-key-two-c41d77")
+KEYED = {"Authorization": f"Bearer {KEYS[0]}"}
+COLLECTION = "guarded"
+FACT = "The Q-7 lantern glows amber and weighs 212 grams."
+QUESTION = "What colour does the Q-7 lantern glow?"
+WORKING, WAITING = 2, 2
+"""The guarded chat replica's admission: small, so that a burst of requests passes it."""
+
+
+def keyed_env() -> dict[str, Any]:
+    return {"env_vars": {"API_KEYS": ",".join(KEYS)}}
+
+
+@pytest.fixture(scope="module")
+def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The model apps (embeddings with keys) and a guarded chat app; the proxy's URL."""
+    from ray import serve
+
+    service = resources("embeddings", "cpu")
+    options = service.deployment_options()
+    options["ray_actor_options"] = {**options["ray_actor_options"], "runtime_env": keyed_env()}
+    serve.run(
+        embeddings.EmbeddingsDeployment.options(**options).bind(  # type: ignore[attr-defined]
+            admission=AdmissionLimits.of(service)
+        ),
+        name="embeddings",
+        route_prefix="/embeddings",
+    )
+    serve.run(reranker.build_app(None), name="reranker", route_prefix="/reranker")
+    serve.run(llm.build_app({"profile": "cpu"}), name="llm", route_prefix="/llm")
+    args = ChatArgs(
+        num_cpus=0.1,
+        max_ongoing_requests=WORKING,
+        max_queued_requests=WAITING,
+        retry_after_s=2,
+        milvus_uri=str(tmp_path_factory.mktemp("guard-milvus") / "milvus.db"),
+    )
+    chat_options = args.deployment_options()
+    chat_options["ray_actor_options"] = {
+        **chat_options["ray_actor_options"],
+        "runtime_env": keyed_env(),
+    }
+    serve.run(
+        ChatDeployment.options(**chat_options).bind(  # type: ignore[attr-defined]
+            milvus_uri=args.milvus_uri, temperature=0.0, admission=args.admission()
+        ),
+        name="chat-guarded",
+        route_prefix="/chat-guarded",
+    )
+    try:
+        yield serve_instance.http_url
+    finally:
+        for name in ("chat-guarded", "llm", "reranker", "embeddings"):
+            serve.delete(name)
+
+
+@pytest.fixture
+async def http(urls: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"{urls}/chat-guarded", timeout=300) as client:
+        yield client
+
+
+async def chunk_count(http: httpx.AsyncClient) -> int:
+    response = await http.get("/knowledge/collections", headers=KEYED)
+    assert response.status_code == 200, response.text
+    found = {c["name"]: c["count"] for c in response.json()["collections"]}
+    return int(found.get(COLLECTION, 0))
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+
+
+async def test_no_key_or_a_wrong_one_is_unauthorized_and_nothing_is_ingested(
+    http: httpx.AsyncClient,
+) -> None:
+    ingest = {"collection": COLLECTION, "documents": [{"id": "q7", "text": FACT}]}
+    before = await chunk_count(http)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEYS[0] + "x"}):
+        refused = await http.post("/knowledge/documents", json=ingest, headers=headers)
+        assert_error(refused, 401, "unauthorized")
+        assert refused.headers["www-authenticate"] == "Bearer"
+        for key in KEYS:
+            assert key not in refused.text
+        assert_error(
+            await http.post("", json={"query": QUESTION}, headers=headers), 401, "unauthorized"
+        )
+    assert await chunk_count(http) == before
+    # Health stays open for probes.
+    assert (await http.get("/-/healthz")).status_code == 200
+
+
+async def test_an_accepted_key_in_either_header_is_served(http: httpx.AsyncClient) -> None:
+    ingest = {"collection": COLLECTION, "documents": [{"id": "q7", "text": FACT}]}
+    stored = await http.post("/knowledge/documents", json=ingest, headers={"X-API-Key": KEYS[1]})
+    assert stored.status_code == 200, stored.text
+    assert await chunk_count(http) >= 1
+    answer = await http.post(
+        "", json={"query": QUESTION, "collection": COLLECTION, "top_n": 1}, headers=KEYED
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["sources"][0]["metadata"]["doc_id"] == "q7"
+
+
+async def test_a_model_app_needs_the_key_over_http_but_not_over_its_handle(urls: str) -> None:
+    body = {"input": ["a lantern"], "model": "all-MiniLM-L6-v2"}
+    async with httpx.AsyncClient(base_url=f"{urls}/embeddings", timeout=120) as client:
+        assert_error(await client.post("/v1/embeddings", json=body), 401, "unauthorized")
+        served = await client.post("/v1/embeddings", json=body, headers=KEYED)
+    assert served.status_code == 200, served.text
+    assert len(served.json()["data"][0]["embedding"]) == 384
+    # The chat answer above reached the same replica through its handle, with no key.
+
+
+async def test_past_capacity_requests_are_shed_in_the_shape_and_the_app_recovers(
+    http: httpx.AsyncClient,
+) -> None:
+    # Serve lets 2 x (working + waiting) into the replica, room for those the guard sheds
+    # (see HandlerArgs.deployment_options): a burst within that meets only the guard.
+    burst = 2 * (WORKING + WAITING)
+    question = {"query": QUESTION, "collection": COLLECTION, "top_n": 1}
+    responses = await asyncio.gather(
+        *(http.post("", json=question, headers=KEYED) for _ in range(burst))
+    )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(503) >= burst - (WORKING + WAITING), statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert_error(response, 503, "unavailable")  # the guard's, not Serve's plain text
+            assert response.headers["retry-after"] == "2"
+        else:
+            assert response.json()["response"]
+    # Once the burst is over, a request is answered normally.
+    after = await http.post("", json=question, headers=KEYED)
+    assert after.status_code == 200, after.text
+
+
+async def test_a_body_over_the_limit_is_too_large_declared_or_chunked(
+    http: httpx.AsyncClient,
+) -> None:
+    oversized = json.dumps({"query": "x" * CHAT_BODY_BYTES}).encode()
+    assert_error(await http.post("", content=oversized, headers=KEYED), 413, "too_large")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(oversized), 64 * 1024):
+            yield oversized[start : start + 64 * 1024]
+
+    chunked = await http.post(
+        "", content=chunks(), headers={**KEYED, "Content-Type": "application/json"}
+    )
+    assert_error(chunked, 413, "too_large")
+    # The service answers the next request.
+    assert (await http.get("/knowledge/collections", headers=KEYED)).status_code == 200
+
+
+def test_the_keys_are_in_no_log_of_the_replicas_or_the_proxy(urls: str) -> None:
+    import ray
+
+    node = ray._private.worker._global_node
+    assert node is not None
+    logs = Path(node.get_logs_dir_path()) / "serve"
+    files = [p for p in logs.glob("*.log") if p.name.startswith(("replica_", "proxy_"))]
+    assert any("ChatDeployment" in p.name for p in files), sorted(p.name for p in files)
+    for path in files:
+        text = path.read_text(errors="replace")
+        for key in KEYS:
+            assert key not in text, path.name
