@@ -54,8 +54,6 @@ from voice_assistant.assistant import VoiceAssistant, VoiceConfig
 
 logger = logging.getLogger(__name__)
 
-MAX_JSON_BODY_BYTES = (MAX_AUDIO_BYTES + 2) // 3 * 4 + 64 * 1024
-"""A JSON VoiceRequest: the audio in base64 and room for the other fields."""
 MAX_FORM_BODY_BYTES = MAX_AUDIO_BYTES + 64 * 1024
 """A multipart body: the audio file and its form fields."""
 FILE_FIELD = "file"
@@ -109,7 +107,8 @@ async def voice_request_of(request: Request) -> VoiceRequest:
     """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "application/json":
-        body = await _read_body(request, MAX_JSON_BODY_BYTES)
+        # The request guard already holds the body to VOICE_BODY_BYTES, the largest JSON.
+        body = await request.body()
         try:
             return VoiceRequest.model_validate_json(body)
         except ValidationError as exc:
