@@ -40,14 +40,17 @@ def deployment_options(entry: dict[str, Any]) -> dict[str, Any]:
 def test_cpu_config_is_every_app_on_loopback_without_installs() -> None:
     config = render("serve", StackOptions(profile="cpu"))
     apps = by_name(config)
-    assert list(apps) == [*MODEL_APPS, "chat", "voice", "web"]
+    assert list(apps) == [*MODEL_APPS, "chat", "voice", "bridge", "web"]
     assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
     assert {name: entry["route_prefix"] for name, entry in apps.items()} == {
         **{name: f"/{name}" for name in MODEL_APPS},
         "chat": "/chat",
         "voice": "/voice",
+        "bridge": "/bridge",
         "web": "/",
     }
+    # One node: nothing is placed by custom resources.
+    assert all("resources" not in entry.get("args", {}) for entry in apps.values())
     assert all("runtime_env" not in entry for entry in apps.values())
     assert apps["llm"]["import_path"] == "ray_inference.llm:build_app"
     assert apps["chat"]["args"]["num_cpus"] < 0.5
@@ -69,8 +72,23 @@ def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
     bundle = llm["args"]["llm_configs"][0]["placement_group_config"]["bundles"][0]
     assert bundle["GPU"] == pytest.approx(0.95)
     # Handlers: 0 GPU, the decision record's replicas, CPUs and concurrency.
-    assert apps["chat"]["args"] == {"num_replicas": 2, "num_cpus": 0.5, "max_ongoing_requests": 50}
-    assert apps["voice"]["args"] == {"num_replicas": 2, "num_cpus": 1, "max_ongoing_requests": 20}
+    # Handlers: 0 GPU, the decision record's replicas, CPUs and concurrency, on the head.
+    on_head = {"resources": {"head": 0.01}}
+    assert apps["chat"]["args"] == {
+        "num_replicas": 2,
+        "num_cpus": 0.5,
+        "max_ongoing_requests": 50,
+        "llm_model": "smollm2-135m-instruct",
+        **on_head,
+    }
+    assert apps["voice"]["args"] == {
+        "num_replicas": 2,
+        "num_cpus": 1,
+        "max_ongoing_requests": 20,
+        **on_head,
+    }
+    assert apps["bridge"]["args"] == on_head
+    assert apps["bridge"]["import_path"] == "pipeline_bridge.deployment:build_app"
     for name in ("chat", "voice"):
         env = apps[name]["runtime_env"]
         assert env["pip"]["packages"] == [
@@ -80,10 +98,16 @@ def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
         # Ray's own form of a private index (pip_find_links would be ignored).
         assert env["pip"]["pip_install_options"][:2] == ["--index-url", INDEX]
         assert "pip_find_links" not in env
+        # An install that cannot finish fails the replica with pip's output, in time.
+        assert env["config"]["setup_timeout_seconds"] == 600
+        assert "--timeout" in env["pip"]["pip_install_options"]
         assert set(env["env_vars"]) == {"NATS_URL", "MILVUS_HOST", "OTEL_EXPORTER_OTLP_ENDPOINT"}
     head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
     assert head["rayStartParams"]["num-gpus"] == "0"
+    # The resources the replicas are placed by, offered in KubeRay's quoted-JSON form.
+    assert head["rayStartParams"]["resources"] == '"{\\"head\\": 1}"'
     worker = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["rayStartParams"]["resources"] == '"{\\"worker\\": 1}"'
     limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"
 
@@ -95,7 +119,38 @@ def test_gpu_model_apps_get_their_gpu_fractions_from_the_profile() -> None:
     assert {name: resources(name, "gpu").num_gpus for name in expected} == expected
     apps = {app.name: app for app in applications(StackOptions(profile="gpu"))}
     for name in ("whisper", "tts", "embeddings", "reranker"):
-        assert apps[name].args == {"profile": "gpu"}
+        assert apps[name].args == {"profile": "gpu", "resources": {"worker": 0.01}}
+
+
+def test_cluster_layout_places_handlers_on_the_head_and_models_on_workers() -> None:
+    config = render("serve", StackOptions(profile="cpu", layout="cluster", with_web=True))
+    apps = by_name(config)
+    placed = {name: entry["args"]["resources"] for name, entry in apps.items()}
+    assert placed == {
+        **{name: {"worker": 0.01} for name in MODEL_APPS},
+        **{name: {"head": 0.01} for name in ("chat", "voice", "bridge", "web")},
+    }
+    # The builders take the field: each app builds with it.
+    from ray_inference.embeddings import build_app as build_embeddings
+
+    from chat_handler import build_app as build_chat
+
+    chat = build_chat(apps["chat"]["args"])
+    assert chat._bound_deployment.ray_actor_options["resources"] == {"head": 0.01}
+    embeddings = build_embeddings(apps["embeddings"]["args"])
+    assert embeddings._bound_deployment.ray_actor_options["resources"] == {"worker": 0.01}
+
+
+def test_placement_check_names_the_resource_no_node_offers() -> None:
+    from aictl.serve_api import missing_placement
+
+    config = render("serve", StackOptions(profile="cpu", layout="cluster"))
+    head_only = [{"CPU": 2.0, "head": 1.0}]
+    problem = missing_placement(config, head_only)
+    assert problem is not None
+    assert "'worker'" in problem and "embeddings" in problem and "'head'" not in problem
+    assert missing_placement(config, [*head_only, {"CPU": 2.0, "worker": 1.0}]) is None
+    assert missing_placement(render("serve", StackOptions(profile="cpu")), []) is None
 
 
 def test_serve_config_validates_with_rays_schema_and_rejects_nonsense() -> None:

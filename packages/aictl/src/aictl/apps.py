@@ -18,6 +18,17 @@ from ray_inference.llm_gpu import GPUEngineArgs, gpu_application_config
 from ray_inference.profiles import Profile
 
 AppRole = Literal["model", "handler", "web"]
+Layout = Literal["one-node", "cluster"]
+"""``one-node``: everything on one Ray node (``aictl up``). ``cluster``: handlers, the
+bridge and the web page on the head node, models on the workers, placed by the custom
+resources below, which the cluster's nodes offer (the RayService's ``rayStartParams``)."""
+
+HEAD_RESOURCE = "head"
+"""The custom resource the head node offers (``--resources '{"head": 1}'``)."""
+WORKER_RESOURCE = "worker"
+"""The custom resource every model worker offers (``--resources '{"worker": 1}'``)."""
+RESOURCE_PER_REPLICA = 0.01
+"""What each replica takes of its node's placement resource: a node offering 1 holds 100."""
 
 
 class AppSpec(BaseModel):
@@ -61,6 +72,7 @@ MODEL_APPS = ("embeddings", "reranker", "llm", "whisper", "tts")
 """The ray_inference applications, each deployed at ``/<name>`` from ``ray_inference.<name>``."""
 
 WEB_APP = "web"
+BRIDGE_APP = "bridge"
 
 
 class StackOptions(BaseModel):
@@ -74,6 +86,9 @@ class StackOptions(BaseModel):
         llm_model_source: The Hugging Face-format model folder (or configured hub id) the
             gpu profile's vLLM loads; ray_inference's default when None.
         with_web: Include the web page (``/``); by default on one machine (cpu) only.
+        with_bridge: Include the NATS bridge and pipeline service (``/bridge``).
+        layout: Where the replicas go; ``one-node`` for the cpu profile and ``cluster``
+            for the gpu profile when None.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -83,6 +98,22 @@ class StackOptions(BaseModel):
     llm_model_id: str = "smollm2-135m-instruct"
     llm_model_source: str | None = None
     with_web: bool | None = None
+    with_bridge: bool = True
+    layout: Layout | None = None
+
+    @property
+    def placement(self) -> Layout:
+        """The layout in effect."""
+        if self.layout is not None:
+            return self.layout
+        return "one-node" if self.profile == "cpu" else "cluster"
+
+    def placed(self, args: dict[str, Any], role: AppRole) -> dict[str, Any]:
+        """``args`` with the custom resource that places ``role`` in the cluster layout."""
+        if self.placement == "one-node":
+            return args
+        resource = WORKER_RESOURCE if role == "model" else HEAD_RESOURCE
+        return {**args, "resources": {resource: RESOURCE_PER_REPLICA}}
 
 
 def applications(options: StackOptions | None = None) -> list[AppSpec]:
@@ -93,12 +124,15 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
     chat_args = HANDLER_SCALE[profile]["chat"].model_dump(exclude_unset=True)
     if options.milvus_uri:
         chat_args["milvus_uri"] = options.milvus_uri
+    if profile == "gpu":
+        # Ray Serve LLM answers only the model ids it serves.
+        chat_args["llm_model"] = options.llm_model_id
     apps.append(
         AppSpec(
             name="chat",
             route_prefix="/chat",
             import_path="chat_handler:build_app",
-            args=chat_args,
+            args=options.placed(chat_args, "handler"),
             packages=("handler-base", "chat-handler"),
             role="handler",
         )
@@ -108,17 +142,31 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
             name="voice",
             route_prefix="/voice",
             import_path="voice_assistant:build_app",
-            args=HANDLER_SCALE[profile]["voice"].model_dump(exclude_unset=True),
+            args=options.placed(
+                HANDLER_SCALE[profile]["voice"].model_dump(exclude_unset=True), "handler"
+            ),
             packages=("handler-base", "voice-assistant"),
             role="handler",
         )
     )
+    if options.with_bridge:
+        apps.append(
+            AppSpec(
+                name=BRIDGE_APP,
+                route_prefix="/bridge",
+                import_path="pipeline_bridge.deployment:build_app",
+                args=options.placed({}, "handler"),
+                packages=("handler-base", "pipeline-bridge"),
+                role="handler",
+            )
+        )
     if options.with_web if options.with_web is not None else profile == "cpu":
         apps.append(
             AppSpec(
                 name=WEB_APP,
                 route_prefix="/",
                 import_path="aictl.web:build_app",
+                args=options.placed({}, "web"),
                 packages=("handler-base", "aictl"),
                 role="web",
             )
@@ -138,7 +186,7 @@ def _model_app(name: str, options: StackOptions) -> AppSpec:
         name=name,
         route_prefix=f"/{name}",
         import_path=f"ray_inference.{name}:build_app",
-        args={"profile": options.profile},
+        args=options.placed({"profile": options.profile}, "model"),
         packages=("handler-base", "ray-inference"),
         role="model",
     )

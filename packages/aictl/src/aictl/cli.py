@@ -13,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
@@ -32,8 +33,8 @@ from aictl.local import (
     stack_nats_settings,
     stop_running_stack,
 )
-from aictl.render import ClusterOptions, PackageIndex, render, to_yaml
-from aictl.serve_api import ApplicationState, ServeApi, summarize
+from aictl.render import ClusterOptions, PackageIndex, cluster_serve_config, render, to_yaml
+from aictl.serve_api import ApplicationState, ServeApi, deploy_and_wait, summarize
 from handler_base.errors import ErrorCode, PlatformError, validate_as
 from handler_base.messages import (
     ChatRequest,
@@ -80,6 +81,13 @@ class ProfileName(StrEnum):
 
     cpu = "cpu"
     gpu = "gpu"
+
+
+class LayoutName(StrEnum):
+    """Where the replicas go."""
+
+    one_node = "one-node"
+    cluster = "cluster"
 
 
 class FormatName(StrEnum):
@@ -220,7 +228,9 @@ def print_examples(stack: LocalStack) -> None:
 def up(
     serve_port: Annotated[int, typer.Option(help="Port of the Serve proxy (HTTP).")] = 8000,
     dashboard_port: Annotated[int, typer.Option(help="Port of the Ray dashboard.")] = 8265,
-    bridge: Annotated[bool, typer.Option(help="Start the NATS bridge.")] = True,
+    bridge: Annotated[
+        bool, typer.Option(help="Serve NATS (the bridge and pipeline service app).")
+    ] = True,
     sample: Annotated[
         bool, typer.Option(help="Ingest the sample documents on the first run.")
     ] = True,
@@ -234,6 +244,7 @@ def up(
         settings,
         serve_port=serve_port,
         dashboard_port=dashboard_port,
+        bridge=bridge,
         say=lambda line: console.print(f"[bold]==>[/] {line}", soft_wrap=True),
     )
     try:
@@ -253,8 +264,6 @@ def up(
         signal.signal(signal.SIGTERM, _raise_interrupt)
         stack.write_state()
         _deploy_with_progress(stack)
-        if bridge:
-            stack.start_bridge()
         if sample:
             chunks = stack.ingest_sample()
             if chunks is not None:
@@ -609,42 +618,131 @@ async def _voice(settings: Settings, request: VoiceRequest) -> VoiceResponse:
 # --- render ------------------------------------------------------------------------------
 
 
+ProfileOption = Annotated[
+    ProfileName, typer.Option(help="cpu: the packaged CPU models; gpu: a GPU cluster.")
+]
+LayoutOption = Annotated[
+    LayoutName | None,
+    typer.Option(
+        help="one-node: everything on one Ray node; cluster: handlers on the head (resource "
+        "'head'), models on the workers (resource 'worker'). Default: one-node for cpu, "
+        "cluster for gpu."
+    ),
+]
+IndexOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The private package index (simple API) the cluster installs our packages and "
+        "their dependencies from."
+    ),
+]
+VersionOption = Annotated[
+    str | None, typer.Option(help="The package version to install (default: this one).")
+]
+NatsOption = Annotated[str | None, typer.Option(help="NATS as the cluster's nodes reach it.")]
+MilvusOption = Annotated[
+    str | None,
+    typer.Option(help="The Milvus server's host the chat handler uses (default: Milvus Lite)."),
+]
+
+
+def cluster_options(
+    index_url: str | None,
+    version: str | None,
+    nats_url: str | None,
+    milvus_host: str | None,
+    **fields: Any,
+) -> ClusterOptions:
+    """The RayService and cluster settings from the command line's options."""
+    cluster = ClusterOptions(**fields)
+    update: dict[str, Any] = {}
+    if index_url or version:
+        update["index"] = PackageIndex(url=index_url or cluster.index.url, version=version)
+    if nats_url:
+        update["nats_url"] = nats_url
+    if milvus_host:
+        update["milvus_host"] = milvus_host
+    return cluster.model_copy(update=update)
+
+
 @app.command(name="render")
 def render_command(
-    profile: Annotated[
-        ProfileName, typer.Option(help="cpu: one machine; gpu: a GPU cluster.")
-    ] = ProfileName.cpu,
+    profile: ProfileOption = ProfileName.cpu,
+    layout: LayoutOption = None,
     fmt: Annotated[
         FormatName, typer.Option("--format", help="A Serve config, or a KubeRay RayService.")
     ] = FormatName.serve,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
-    index_url: Annotated[
-        str | None,
-        typer.Option(
-            help="The private package index (simple API) the cluster installs our packages from."
-        ),
-    ] = None,
-    version: Annotated[
-        str | None, typer.Option(help="The package version to install (default: this one).")
-    ] = None,
+    index_url: IndexOption = None,
+    version: VersionOption = None,
+    nats_url: NatsOption = None,
+    milvus_host: MilvusOption = None,
     name: Annotated[str, typer.Option(help="The RayService's name.")] = "ai-inference",
     namespace: Annotated[str, typer.Option(help="The RayService's namespace.")] = "ai-ml",
 ) -> None:
     """Print the Serve config (`serve deploy`) or the RayService of a profile, validated."""
-    cluster = ClusterOptions(name=name, namespace=namespace)
-    if index_url or version:
-        cluster = cluster.model_copy(
-            update={"index": PackageIndex(url=index_url or cluster.index.url, version=version)}
-        )
-    document = render(fmt.value, StackOptions(profile=profile.value), cluster)
+    cluster = cluster_options(
+        index_url, version, nats_url, milvus_host, name=name, namespace=namespace
+    )
+    stack = StackOptions(profile=profile.value, layout=layout.value if layout else None)
+    document = render(fmt.value, stack, cluster)
     text = to_yaml(document)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text)
         err.print(f"Wrote {output}")
+
+
+@app.command(name="deploy")
+def deploy_command(
+    address: Annotated[
+        str, typer.Option(help="The Ray dashboard of the cluster (Serve's REST API).")
+    ] = "http://127.0.0.1:8265",
+    profile: ProfileOption = ProfileName.gpu,
+    layout: LayoutOption = None,
+    index_url: IndexOption = None,
+    version: VersionOption = None,
+    nats_url: NatsOption = None,
+    milvus_host: MilvusOption = None,
+    web: Annotated[bool, typer.Option(help="Include the web page (/).")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every application to run.")
+    ] = 1800.0,
+) -> None:
+    """Apply the rendered Serve config to a running Ray cluster and follow it until it runs.
+
+    What `serve deploy` of `aictl render` does, with checks first: every custom resource
+    the layout places replicas with must be offered by a node, and a failed install or
+    start is reported with its reason.
+    """
+    cluster = cluster_options(index_url, version, nats_url, milvus_host)
+    stack = StackOptions(
+        profile=profile.value, layout=layout.value if layout else "cluster", with_web=web
+    )
+    config = cluster_serve_config(stack, cluster)
+    api = ServeApi(address)
+    last = ""
+
+    def print_changes(states: list[ApplicationState]) -> None:
+        nonlocal last
+        line = ", ".join(f"{s.name} {s.status.lower()}" for s in states)
+        if line != last:
+            console.print(f"[bold]==>[/] Applications: {line}", soft_wrap=True)
+            last = line
+
+    console.print(f"[bold]==>[/] Deploying {len(config['applications'])} applications to {address}")
+    try:
+        deploy_and_wait(api, config, print_changes, timeout)
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the Ray dashboard at {address}: {exc}") from None
+    finally:
+        api.close()
+    console.print("[bold]Deployed:[/] every application runs.")
 
 
 def main() -> None:

@@ -3,7 +3,8 @@
 In order: NATS (the one at ``NATS_URL`` when it answers, else the bundled ``nats-server``
 with JetStream under the data folder), a local Ray cluster on 127.0.0.1 with its
 dashboard, every application of the cpu profile applied as one Serve config through
-Serve's REST API (the document ``aictl render`` prints), the NATS bridge actors, and on
+Serve's REST API (the document ``aictl render`` prints: the NATS bridge and the
+pipeline service are its ``bridge`` application), and on
 the first run the bundled sample knowledge base. A state file in the data folder tells
 ``aictl down`` and ``aictl status`` in other shells what runs.
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 
 from aictl.apps import StackOptions
 from aictl.render import ServeOptions, serve_config
-from aictl.serve_api import ApplicationState, ServeApi
+from aictl.serve_api import ApplicationState, ServeApi, deploy_and_wait
 from handler_base.errors import PlatformError
 from handler_base.local_ray import init_local_ray
 from handler_base.messaging.connection import redact_url
@@ -211,6 +212,7 @@ class LocalStack:
         serve_port: The Serve proxy's port on 127.0.0.1.
         dashboard_port: The Ray dashboard's port on 127.0.0.1.
         num_cpus: CPUs Ray may use (None: all of the machine's).
+        bridge: Deploy the NATS bridge and pipeline service application (``/bridge``).
         say: Where progress lines go.
     """
 
@@ -218,10 +220,10 @@ class LocalStack:
     serve_port: int = 8000
     dashboard_port: int = 8265
     num_cpus: int | None = None
+    bridge: bool = True
     say: Progress = logger.info
     _nats: NatsServer | None = None
     _ray_started: bool = False
-    _bridges: Any = None
 
     @property
     def serve_url(self) -> str:
@@ -366,28 +368,14 @@ class LocalStack:
                 ran within ``timeout_s``.
         """
         config = serve_config(
-            StackOptions(profile="cpu"),
+            StackOptions(profile="cpu", with_bridge=self.bridge),
             ServeOptions(http_host=LOOPBACK, http_port=self.serve_port),
         )
         api = ServeApi(self.dashboard_url)
         try:
             self._wait_for_dashboard(api)
             self.say(f"Deploying {len(config['applications'])} applications (models load now)")
-            api.deploy(config)
-            deadline = time.monotonic() + timeout_s
-            while True:
-                states = api.applications()
-                on_progress(states)
-                failed = [s for s in states if s.has_failed]
-                if failed:
-                    raise RuntimeError(
-                        "; ".join(f"{s.name} failed to deploy: {s.message}" for s in failed)
-                    )
-                if states and all(s.is_running for s in states):
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"not every application ran within {timeout_s:.0f} s")
-                time.sleep(1.0)
+            deploy_and_wait(api, config, on_progress, timeout_s)
         finally:
             api.close()
 
@@ -401,17 +389,6 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
-
-    def start_bridge(self) -> None:
-        """Start the NATS bridge (chat and voice requests) and the pipeline service actors."""
-        from pipeline_bridge import start_bridges
-        from pipeline_bridge.pipelines.actor import start_pipeline_service
-
-        self.say("Starting the NATS bridge (ai.chat.request, voice.request, ai.pipeline.trigger)")
-        self._bridges = [
-            *start_bridges(1, settings=self.settings),
-            start_pipeline_service(self.settings),
-        ]
 
     def ingest_sample(self, force: bool = False) -> int | None:
         """Ingest the bundled sample knowledge base on the first run.
@@ -461,17 +438,6 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop everything this stack started, in reverse order; safe to call twice."""
-        if self._bridges is not None:
-            from pipeline_bridge import stop_bridges
-            from pipeline_bridge.pipelines.actor import stop_pipeline_service
-
-            self.say("Stopping the NATS bridge and the pipeline service")
-            try:
-                stop_bridges()
-                stop_pipeline_service()
-            except Exception as exc:  # the cluster goes next anyway
-                logger.warning("stopping the bridge: %s", exc)
-            self._bridges = None
         if self._ray_started:
             import ray
             from ray import serve

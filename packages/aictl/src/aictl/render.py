@@ -16,6 +16,7 @@ and the packages would come from public PyPI, where anyone can own those names.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from aictl.apps import AppSpec, StackOptions, applications
+from aictl.apps import HEAD_RESOURCE, WORKER_RESOURCE, AppSpec, StackOptions, applications
 
 RenderFormat = Literal["serve", "rayservice"]
 
@@ -47,8 +48,16 @@ class PackageIndex(BaseModel):
         url: The index's simple API, e.g. ``https://git.example/api/packages/org/pypi/simple/``.
         version: The version of every package (``==``); the installed one when None.
         extra_pip_options: More pip options (``--trusted-host`` for a plain-HTTP index...).
-            The third-party dependencies come from the image (the ``runtime_env``
-            virtualenv sees its site-packages) or from this index if it mirrors PyPI.
+        install_timeout_s: How long a node may take to install an application's
+            packages; past it the replica fails with pip's output (Ray's
+            ``setup_timeout_seconds``), instead of the application waiting for ever.
+        network_timeout_s: pip's own socket timeout (``--timeout``), so an index that
+            stops answering fails the install rather than stalling it.
+
+    The index must hold our wheels and every third-party wheel they need that the node's
+    image lacks: pip is told this index only (``--index-url``), so nothing comes from a
+    public index where anyone can own a name. ``./dev wheelhouse`` downloads those
+    third-party wheels at the pinned versions, ready to publish beside ours.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,13 +65,19 @@ class PackageIndex(BaseModel):
     url: str
     version: str | None = None
     extra_pip_options: tuple[str, ...] = ()
+    install_timeout_s: int = Field(default=600, ge=1)
+    network_timeout_s: int = Field(default=20, ge=1)
 
-    def pip(self, packages: tuple[str, ...]) -> dict[str, Any]:
-        """The ``runtime_env.pip`` of an application that imports ``packages``."""
+    def runtime_env(self, packages: tuple[str, ...]) -> dict[str, Any]:
+        """The ``runtime_env`` entries of an application that imports ``packages``."""
         pin = self.version or platform_version()
+        options = ["--index-url", self.url, "--timeout", str(self.network_timeout_s)]
         return {
-            "packages": [f"{name}=={pin}" for name in packages],
-            "pip_install_options": ["--index-url", self.url, *self.extra_pip_options],
+            "pip": {
+                "packages": [f"{name}=={pin}" for name in packages],
+                "pip_install_options": [*options, "--retries", "1", *self.extra_pip_options],
+            },
+            "config": {"setup_timeout_seconds": self.install_timeout_s},
         }
 
 
@@ -99,7 +114,7 @@ def application_entry(app: AppSpec, options: ServeOptions) -> dict[str, Any]:
         entry["args"] = app.args
     runtime_env: dict[str, Any] = {}
     if options.index is not None and app.packages:
-        runtime_env["pip"] = options.index.pip(app.packages)
+        runtime_env.update(options.index.runtime_env(app.packages))
     if options.env_vars:
         runtime_env["env_vars"] = dict(options.env_vars)
     if runtime_env:
@@ -148,8 +163,10 @@ class ClusterOptions(BaseModel):
         namespace: Its namespace.
         index: Where the cluster installs our packages from.
         nats_url: NATS as the pods reach it.
-        milvus_host: The Milvus server (the handlers use it instead of Milvus Lite).
-        otlp_endpoint: The OpenTelemetry collector (gRPC).
+        milvus_host: The Milvus server (the handlers use it instead of Milvus Lite); None
+            leaves the chat handler on Milvus Lite in its node's data folder.
+        otlp_endpoint: The OpenTelemetry collector (gRPC); None: no traces exported.
+        http_host: Where the Serve proxy listens in the pods.
         image: The Ray image of the head (handlers, CPU).
         gpu_image: The Ray image of the GPU workers (vLLM, CUDA runtimes).
         gpu_workers: GPU worker pods (one GPU each).
@@ -161,27 +178,34 @@ class ClusterOptions(BaseModel):
     namespace: str = "ai-ml"
     index: PackageIndex = PackageIndex(url="https://pypi.internal.example/simple/")
     nats_url: str = "nats://nats.ai-ml.svc.cluster.local:4222"
-    milvus_host: str = "milvus.ai-ml.svc.cluster.local"
-    otlp_endpoint: str = "http://otel-collector.monitoring.svc.cluster.local:4317"
+    milvus_host: str | None = "milvus.ai-ml.svc.cluster.local"
+    otlp_endpoint: str | None = "http://otel-collector.monitoring.svc.cluster.local:4317"
+    http_host: str = "0.0.0.0"
     image: str = f"rayproject/ray:{RAY_VERSION}-py311"
     gpu_image: str = f"rayproject/ray-llm:{RAY_VERSION}-py311-cu128"
     gpu_workers: int = Field(default=4, ge=0)
 
     def env_vars(self) -> dict[str, str]:
         """What every application is told about the cluster's services."""
-        return {
+        env = {
             "NATS_URL": self.nats_url,
             "MILVUS_HOST": self.milvus_host,
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
         }
+        return {name: value for name, value in env.items() if value is not None}
+
+
+def cluster_serve_config(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
+    """The Serve config of a cluster: proxy on every address, installs from the index."""
+    return serve_config(
+        stack,
+        ServeOptions(http_host=cluster.http_host, env_vars=cluster.env_vars(), index=cluster.index),
+    )
 
 
 def rayservice(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
     """The KubeRay RayService manifest whose ``serveConfigV2`` is :func:`serve_config`'s."""
-    serve = serve_config(
-        stack,
-        ServeOptions(http_host="0.0.0.0", env_vars=cluster.env_vars(), index=cluster.index),
-    )
+    serve = cluster_serve_config(stack, cluster)
     env = [{"name": key, "value": value} for key, value in cluster.env_vars().items()]
     ports = [
         {"containerPort": 6379, "name": "gcs"},
@@ -190,8 +214,13 @@ def rayservice(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
         {"containerPort": 8000, "name": "serve"},
     ]
     head = {
-        # The handlers run here: no GPU on the head.
-        "rayStartParams": {"num-gpus": "0", "dashboard-host": "0.0.0.0"},
+        # The handlers, the bridge and the Serve proxy run here: no GPU, and the custom
+        # resource that the handlers ask for (so they never land on a GPU worker).
+        "rayStartParams": {
+            "num-gpus": "0",
+            "dashboard-host": "0.0.0.0",
+            "resources": ray_start_resources({HEAD_RESOURCE: 1}),
+        },
         "template": {
             "spec": {
                 "containers": [
@@ -214,7 +243,7 @@ def rayservice(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
         "replicas": cluster.gpu_workers,
         "minReplicas": 0,
         "maxReplicas": max(cluster.gpu_workers, 1),
-        "rayStartParams": {},
+        "rayStartParams": {"resources": ray_start_resources({WORKER_RESOURCE: 1})},
         "template": {
             "spec": {
                 "containers": [
@@ -244,6 +273,11 @@ def rayservice(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
             },
         },
     }
+
+
+def ray_start_resources(resources: Mapping[str, float]) -> str:
+    """``rayStartParams.resources`` as KubeRay wants it: JSON inside a quoted string."""
+    return json.dumps(json.dumps(dict(resources)))
 
 
 def validate_rayservice(manifest: Mapping[str, Any], crd: Path) -> None:
@@ -281,13 +315,9 @@ def render(
     cluster = cluster or ClusterOptions()
     if fmt == "rayservice":
         return rayservice(stack, cluster)
-    if stack.profile == "gpu":
-        options = ServeOptions(
-            http_host="0.0.0.0", env_vars=cluster.env_vars(), index=cluster.index
-        )
-    else:
-        options = ServeOptions()
-    return serve_config(stack, options)
+    if stack.placement == "cluster":
+        return cluster_serve_config(stack, cluster)
+    return serve_config(stack, ServeOptions())
 
 
 class _BlockStyleDumper(yaml.SafeDumper):

@@ -7,14 +7,16 @@ reads it from another shell.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 APPLICATIONS_ROUTE = "/api/serve/applications/"
+NODES_ROUTE = "/api/v0/nodes"
 
 
 class ReplicaState(BaseModel):
@@ -24,6 +26,7 @@ class ReplicaState(BaseModel):
 
     state: str
     pid: int | None = None
+    node_id: str | None = None
 
 
 class DeploymentState(BaseModel):
@@ -113,6 +116,17 @@ class ServeApi:
             )
         return states
 
+    def node_resources(self) -> list[dict[str, float]]:
+        """The total resources of each live node of the cluster (Ray's state API)."""
+        response = self._client.get(NODES_ROUTE, params={"limit": 10000, "detail": "true"})
+        response.raise_for_status()
+        nodes = (response.json().get("data") or {}).get("result") or {}
+        return [
+            {name: float(amount) for name, amount in (node.get("resources_total") or {}).items()}
+            for node in nodes.get("result", [])
+            if node.get("state") == "ALIVE"
+        ]
+
     def shutdown(self) -> None:
         """Delete every application and stop Serve."""
         self._client.delete(APPLICATIONS_ROUTE).raise_for_status()
@@ -122,3 +136,70 @@ def summarize(states: list[ApplicationState]) -> str:
     """e.g. ``5 running, 2 deploying`` over all applications."""
     counts = Counter(state.status.lower() for state in states)
     return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+
+
+def placement_resources(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The custom resources a Serve config's applications ask for, and which apps ask.
+
+    The renderer places replicas through the builders' ``resources`` argument (see
+    ``aictl.apps``), so it is read from each application's ``args``.
+    """
+    wanted: dict[str, list[str]] = {}
+    for entry in config.get("applications", []):
+        for name in (entry.get("args") or {}).get("resources") or {}:
+            wanted.setdefault(name, []).append(entry["name"])
+    return wanted
+
+
+def missing_placement(config: Mapping[str, Any], nodes: list[dict[str, float]]) -> str | None:
+    """Why the config's replicas could never be placed on these nodes, or None.
+
+    A replica that asks for a custom resource no node offers waits for ever (Serve
+    reports it as slow to schedule); this says which resource and how to offer it.
+    """
+    offered = {name for node in nodes for name, amount in node.items() if amount > 0}
+    problems = [
+        f"no node offers the resource '{name}' that {', '.join(apps)} ask for "
+        f"(start that node with `ray start ... --resources '{{\"{name}\": 1}}'`; the "
+        "rendered RayService's rayStartParams do this)"
+        for name, apps in placement_resources(config).items()
+        if name not in offered
+    ]
+    return "; ".join(problems) or None
+
+
+def deploy_and_wait(
+    api: ServeApi,
+    config: Mapping[str, Any],
+    on_progress: Callable[[list[ApplicationState]], None],
+    timeout_s: float,
+    poll_s: float = 1.0,
+) -> list[ApplicationState]:
+    """Apply ``config`` and follow its applications until every one runs.
+
+    Raises:
+        RuntimeError: The cluster cannot place the replicas (checked before applying), an
+            application failed to deploy (Serve's message: a constructor's error, or pip's
+            output when its packages could not be installed), or not all ran in time.
+    """
+    problem = missing_placement(config, api.node_resources())
+    if problem:
+        raise RuntimeError(f"this cluster cannot run the config: {problem}")
+    api.deploy(config)
+    names = {entry["name"] for entry in config.get("applications", [])}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = [state for state in api.applications() if state.name in names]
+        on_progress(states)
+        failed = [s for s in states if s.has_failed]
+        if failed:
+            raise RuntimeError("; ".join(f"{s.name} failed to deploy: {s.message}" for s in failed))
+        if len(states) == len(names) and all(s.is_running for s in states):
+            return states
+        if time.monotonic() > deadline:
+            waiting = [s for s in states if not s.is_running]
+            raise RuntimeError(
+                f"not every application ran within {timeout_s:.0f} s: "
+                + "; ".join(f"{s.name} {s.status.lower()} {s.message}".strip() for s in waiting)
+            )
+        time.sleep(poll_s)

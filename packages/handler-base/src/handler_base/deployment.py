@@ -69,6 +69,14 @@ TTS_BODY_BYTES = MAX_SPEECH_INPUT_CHARS * _UTF8_MAX + _FIELDS_SLACK
 """``POST /tts/v1/audio/speech`` (80 KiB)."""
 
 
+def actor_options(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    """A replica's ``ray_actor_options``: CPUs, GPUs and the custom resources that place it."""
+    options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+    if resources:
+        options["resources"] = dict(resources)
+    return options
+
+
 class HandlerArgs(BaseModel):
     """Replicas, CPUs and queue limits of a handler deployment (no GPU: handlers wait on models).
 
@@ -82,6 +90,8 @@ class HandlerArgs(BaseModel):
         max_ongoing_requests: Requests a replica works on at once.
         max_queued_requests: Requests waiting beyond that; past it the answer is 503.
         retry_after_s: ``Retry-After`` of that 503.
+        resources: Custom Ray resources each replica needs, which place it (a cluster
+            gives its head node ``head`` and the renderer asks handlers for a share of it).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +101,7 @@ class HandlerArgs(BaseModel):
     max_ongoing_requests: int = Field(default=32, ge=1)
     max_queued_requests: int = Field(default=128, ge=1)
     retry_after_s: float = Field(default=1.0, ge=0.0)
+    resources: dict[str, float] = Field(default_factory=dict)
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``.
@@ -106,7 +117,7 @@ class HandlerArgs(BaseModel):
         serve_limit = 2 * (self.max_ongoing_requests + self.max_queued_requests)
         return {
             "num_replicas": self.num_replicas,
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": 0},
+            "ray_actor_options": actor_options(self.num_cpus, 0, self.resources),
             "max_ongoing_requests": serve_limit,
             "max_queued_requests": serve_limit,
             "backpressure_config": {"retry_after_s": self.retry_after_s},

@@ -191,10 +191,18 @@ class Bridge:
 
     # --- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect (waiting for NATS as long as it takes) and serve every route."""
+    async def start(self, connect_wait_s: float | None = None) -> None:
+        """Connect and serve every route.
+
+        Args:
+            connect_wait_s: How long to try to reach NATS; None waits as long as it takes.
+
+        Raises:
+            UnavailableError: NATS was not reached within ``connect_wait_s`` (the message
+                says why).
+        """
         config = self.config
-        self._nc = nc = await connect(self.settings, connect_wait_s=None)
+        self._nc = nc = await connect(self.settings, connect_wait_s=connect_wait_s)
         if config.mode == "core":
             await self._warn_if_captured(nc)
             for route in self.routes:

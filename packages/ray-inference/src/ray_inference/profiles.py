@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from handler_base.deployment import actor_options
+
 Profile = Literal["cpu", "gpu"]
 PROFILE_ENV = "RAY_AI_PROFILE"
 """Environment variable that picks the profile of ``module:app`` (default ``cpu``)."""
@@ -32,12 +34,14 @@ class DeploymentResources(BaseModel):
     """Requests waiting for a replica; beyond this the caller gets 503 at once."""
     retry_after_s: float = Field(default=1.0, ge=0)
     """``Retry-After`` of that 503 (Ray sends none unless told)."""
+    resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources that place the replicas (a cluster's workers offer ``worker``)."""
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``."""
         return {
             "num_replicas": self.num_replicas,
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": actor_options(self.num_cpus, self.num_gpus, self.resources),
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
             "backpressure_config": {"retry_after_s": self.retry_after_s},
@@ -112,13 +116,12 @@ class ServiceArgs(BaseModel):
     absent."""
     retry_after_s: float | None = Field(default=None, ge=0)
     """``Retry-After`` of that 503; the profile's when absent."""
+    resources: dict[str, float] | None = None
+    """Custom Ray resources that place the replicas (the cluster layout's ``worker``)."""
 
     def resources_for(self, service: str) -> DeploymentResources:
         """The profile's resources of ``service`` with this application's overrides."""
         base = resources(service, self.profile)
-        overrides = {
-            name: value
-            for name in ("max_ongoing_requests", "max_queued_requests", "retry_after_s")
-            if (value := getattr(self, name)) is not None
-        }
+        fields = ("max_ongoing_requests", "max_queued_requests", "retry_after_s", "resources")
+        overrides = {name: value for name in fields if (value := getattr(self, name)) is not None}
         return base.model_copy(update=overrides)

@@ -1,0 +1,162 @@
+"""The NATS bridge and the pipeline service as one Ray Serve application (``/bridge``).
+
+Deployed from the same Serve config as the handlers (``aictl up`` on one machine, a
+RayService's ``serveConfigV2`` on a cluster), so applying that config alone serves
+``ai.chat.request``, ``voice.request`` and ``ai.pipeline.trigger``:
+
+- :class:`NATSBridgeDeployment` (the ingress): each replica runs one
+  :class:`~pipeline_bridge.bridge.Bridge`; replicas share the requests through the
+  bridge's queue group (or durable consumer). ``GET /bridge/stats`` reports what they did.
+- :class:`PipelineServiceDeployment`: one replica runs the
+  :class:`~pipeline_bridge.pipelines.service.PipelineService` (one process must decide,
+  since it caps the runs and remembers triggers by ``request_id``).
+
+Serve restarts a replica that dies, as it does for the handlers. A replica that cannot
+reach NATS within ``connect_timeout_s`` fails to start with the reason and the setting to
+fix (``NATS_URL`` and its credentials), so the application ends ``DEPLOY_FAILED`` with
+that message instead of waiting for ever.
+"""
+
+# No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
+# routes' types themselves, not their names.
+
+import asyncio
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs
+from handler_base.errors import UnavailableError
+from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.messaging import connect
+from handler_base.settings import Settings
+from handler_base.telemetry import setup_telemetry
+from pipeline_bridge.bridge import Bridge
+from pipeline_bridge.config import BridgeConfig
+from pipeline_bridge.pipelines.service import PipelineService, PipelineServiceConfig
+
+APP_NAME = "bridge"
+ROUTE_PREFIX = "/bridge"
+
+api: FastAPI = platform_app(
+    "NATS bridge",
+    "NATS requests (ai.chat.request, voice.request, ai.pipeline.trigger) served by the "
+    "platform's handlers.",
+    max_body_bytes=WEB_BODY_BYTES,
+)
+
+
+def _cannot_reach_nats(settings: Settings, exc: Exception) -> UnavailableError:
+    return UnavailableError(
+        f"the NATS bridge cannot reach NATS ({exc}); set NATS_URL (and NATS_USER/"
+        f"NATS_PASSWORD, NATS_TOKEN or NATS_CREDS_FILE) in the application's "
+        f"runtime_env.env_vars to a server this node can reach"
+    )
+
+
+@serve.deployment(name="PipelineService")
+class PipelineServiceDeployment:
+    """Serves ``ai.pipeline.trigger`` and publishes the runs' status events."""
+
+    async def __init__(  # type: ignore[misc]
+        self, config: PipelineServiceConfig, connect_timeout_s: float
+    ) -> None:
+        """Connect to NATS (within ``connect_timeout_s``) and serve triggers."""
+        settings = Settings()
+        setup_telemetry(settings, service_name="pipeline-service")
+        try:
+            nc = await connect(settings, connect_wait_s=connect_timeout_s)
+        except UnavailableError as exc:
+            raise _cannot_reach_nats(settings, exc) from None
+        self.service = PipelineService(settings=settings, config=config)
+        await self.service.start(nc)
+
+    async def stats(self) -> dict[str, Any]:
+        """The process id of the replica and the runs going now."""
+        return {"pid": os.getpid(), "active_runs": self.service.active_runs}
+
+    async def __del__(self) -> None:
+        """Let the runs end (see :meth:`PipelineService.stop`) when Serve stops the replica."""
+        await self.service.stop()
+
+
+@serve.deployment(name="NATSBridge")
+@serve.ingress(api)
+class NATSBridgeDeployment:
+    """One NATS bridge per replica; see the module docstring."""
+
+    async def __init__(  # type: ignore[misc]
+        self,
+        pipeline: DeploymentHandle[Any],
+        config: BridgeConfig,
+        connect_timeout_s: float,
+        admission: AdmissionLimits | None = None,
+    ) -> None:
+        """Connect to NATS (within ``connect_timeout_s``) and serve chat and voice requests."""
+        configure_guard(api, admission)
+        settings = Settings()
+        setup_telemetry(settings, service_name="nats-bridge")
+        self.pipeline = pipeline
+        self.bridge = Bridge(config, settings)
+        try:
+            await self.bridge.start(connect_wait_s=connect_timeout_s)
+        except UnavailableError as exc:
+            await self.bridge.stop()
+            raise _cannot_reach_nats(settings, exc) from None
+
+    @api.get("/stats")
+    async def stats(self) -> dict[str, Any]:
+        """``GET /bridge/stats``: what this replica answered, and the pipeline service's runs."""
+        pipeline: dict[str, Any] = await self.pipeline.stats.remote()
+        return {
+            "bridge": {"pid": os.getpid(), "serving": self.bridge.is_serving, **self.bridge.stats},
+            "pipeline": pipeline,
+        }
+
+    async def check_health(self) -> None:
+        """Serve restarts a replica whose bridge stopped serving."""
+        if not self.bridge.is_serving:
+            raise RuntimeError("the NATS bridge no longer serves")
+
+    async def __del__(self) -> None:
+        """Finish the requests in flight, then disconnect."""
+        await asyncio.shield(self.bridge.stop())
+
+
+class BridgeArgs(HandlerArgs):
+    """Builder arguments of the bridge application (the Serve config's ``args``).
+
+    The :class:`HandlerArgs` fields size the bridge replicas; the pipeline service runs
+    one replica with the same custom resources.
+    """
+
+    num_cpus: float = Field(default=0.05, gt=0.0)
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig.from_settings)
+    pipelines: PipelineServiceConfig = Field(default_factory=PipelineServiceConfig)
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+    """How long a replica tries to reach NATS before it fails to start."""
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The bridge application (``import_path: pipeline_bridge.deployment:build_app``).
+
+    Args:
+        args: :class:`BridgeArgs` fields.
+
+    Returns:
+        The bound deployments; nothing connects until a replica starts.
+    """
+    a = BridgeArgs.model_validate(args or {})
+    options = a.deployment_options()
+    pipeline = PipelineServiceDeployment.options(  # type: ignore[attr-defined]
+        num_replicas=1, ray_actor_options=options["ray_actor_options"]
+    ).bind(a.pipelines, a.connect_timeout_s)
+    application: Application = NATSBridgeDeployment.options(  # type: ignore[attr-defined]
+        **options
+    ).bind(pipeline, a.bridge, a.connect_timeout_s, admission=a.admission())
+    return application
