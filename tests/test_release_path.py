@@ -38,7 +38,8 @@ import pytest
 
 from aictl.apps import StackOptions
 from aictl.render import PackageIndex, ServeOptions, serve_config
-from handler_base.testing.ray_fixtures import LOOPBACK, LocalServe, free_port, pickle_by_value
+from handler_base.testing.package_index import INDEX_USER, LocalIndex, package_index
+from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
 from ray_inference import embeddings, llm, reranker
 
 pytestmark = [
@@ -66,7 +67,6 @@ DOCUMENTS = [
     {"id": "vr88", "text": FACT, "metadata": {"title": "VR-88 rain sensor"}},
     {"id": "desk", "text": "The help desk answers the phone from 8 until 4 on weekdays."},
 ]
-INDEX_USER = "release-bot"
 
 pickle_by_value(sys.modules[__name__])
 
@@ -76,60 +76,10 @@ def uv() -> str:
     return str(found) if found.exists() else shutil.which("uv") or "uv"
 
 
-@dataclass
-class LocalIndex:
-    """A pypiserver on loopback: anyone downloads, uploads need the password."""
-
-    port: int
-    password: str
-    directory: Path
-
-    @property
-    def upload_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/"
-
-    @property
-    def simple_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}/simple/"
-
-
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalIndex]:
-    from passlib.apache import HtpasswdFile
-
-    home = tmp_path_factory.mktemp("index")
-    password = "release-test-password"
-    passwords = HtpasswdFile(str(home / "htpasswd"), new=True)
-    passwords.set_password(INDEX_USER, password)
-    passwords.save()
-    packages = home / "packages"
-    packages.mkdir()
-    port = free_port()
-    # --disable-fallback: a name the index lacks is not redirected to a public index.
-    command = [sys.executable, "-m", "pypiserver", "run", "-i", LOOPBACK, "-p", str(port)]
-    command += ["-a", "update", "-P", str(home / "htpasswd"), "--disable-fallback"]
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([*command, str(packages)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, (home / "server.log").read_text()
-            try:
-                if httpx.get(f"http://{LOOPBACK}:{port}/simple/", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the package index did not start in a minute"
-            time.sleep(0.5)
-        yield LocalIndex(port=port, password=password, directory=packages)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+    with package_index(tmp_path_factory.mktemp("index")) as running:
+        yield running
 
 
 def stamp_version(project: Path, new_version: str) -> None:

@@ -131,9 +131,8 @@ def test_cluster_layout_places_handlers_on_the_head_and_models_on_workers() -> N
         **{name: {"head": 0.01} for name in ("chat", "voice", "bridge", "web")},
     }
     # The builders take the field: each app builds with it.
-    from ray_inference.embeddings import build_app as build_embeddings
-
     from chat_handler import build_app as build_chat
+    from ray_inference.embeddings import build_app as build_embeddings
 
     chat = build_chat(apps["chat"]["args"])
     assert chat._bound_deployment.ray_actor_options["resources"] == {"head": 0.01}
@@ -148,7 +147,9 @@ def test_placement_check_names_the_resource_no_node_offers() -> None:
     head_only = [{"CPU": 2.0, "head": 1.0}]
     problem = missing_placement(config, head_only)
     assert problem is not None
-    assert "'worker'" in problem and "embeddings" in problem and "'head'" not in problem
+    assert "'worker'" in problem
+    assert "embeddings" in problem
+    assert "'head'" not in problem
     assert missing_placement(config, [*head_only, {"CPU": 2.0, "worker": 1.0}]) is None
     assert missing_placement(render("serve", StackOptions(profile="cpu")), []) is None
 

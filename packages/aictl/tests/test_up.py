@@ -163,7 +163,7 @@ def test_printed_nats_example_answers_through_the_bridge(stack: RunningStack) ->
 def test_status_shows_apps_nats_and_collections(stack: RunningStack) -> None:
     result = stack.aictl("status")
     assert result.returncode == 0, result.stderr
-    assert "8 running" in result.stdout
+    assert "9 running" in result.stdout  # 5 models, chat, voice, bridge, web
     assert "connected" in result.stdout
     assert re.search(r"default\s*│\s*\d+", result.stdout)
 

@@ -187,6 +187,9 @@ def _model_app(name: str, options: StackOptions) -> AppSpec:
         route_prefix=f"/{name}",
         import_path=f"ray_inference.{name}:build_app",
         args=options.placed({"profile": options.profile}, "model"),
+        # The engines and packaged models come with the model nodes' image (the cpu
+        # extra's packages, or vLLM and CUDA builds): some drag dependencies that only an
+        # install with overrides avoids (see the workspace's pyproject).
         packages=("handler-base", "ray-inference"),
         role="model",
     )

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from enum import StrEnum
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -642,8 +643,16 @@ VersionOption = Annotated[
 NatsOption = Annotated[str | None, typer.Option(help="NATS as the cluster's nodes reach it.")]
 MilvusOption = Annotated[
     str | None,
-    typer.Option(help="The Milvus server's host the chat handler uses (default: Milvus Lite)."),
+    typer.Option(
+        help="The Milvus server the chat handler uses; 'lite' for Milvus Lite in the head "
+        "node's data folder."
+    ),
 ]
+OtlpOption = Annotated[
+    str | None,
+    typer.Option(help="The OpenTelemetry collector (OTLP gRPC); 'off' exports no traces."),
+]
+OFF_VALUES = ("lite", "off")
 
 
 def cluster_options(
@@ -651,6 +660,7 @@ def cluster_options(
     version: str | None,
     nats_url: str | None,
     milvus_host: str | None,
+    otlp_endpoint: str | None = None,
     **fields: Any,
 ) -> ClusterOptions:
     """The RayService and cluster settings from the command line's options."""
@@ -660,8 +670,9 @@ def cluster_options(
         update["index"] = PackageIndex(url=index_url or cluster.index.url, version=version)
     if nats_url:
         update["nats_url"] = nats_url
-    if milvus_host:
-        update["milvus_host"] = milvus_host
+    for name, value in (("milvus_host", milvus_host), ("otlp_endpoint", otlp_endpoint)):
+        if value:
+            update[name] = None if value in OFF_VALUES else value
     return cluster.model_copy(update=update)
 
 
@@ -679,12 +690,13 @@ def render_command(
     version: VersionOption = None,
     nats_url: NatsOption = None,
     milvus_host: MilvusOption = None,
+    otlp_endpoint: OtlpOption = None,
     name: Annotated[str, typer.Option(help="The RayService's name.")] = "ai-inference",
     namespace: Annotated[str, typer.Option(help="The RayService's namespace.")] = "ai-ml",
 ) -> None:
     """Print the Serve config (`serve deploy`) or the RayService of a profile, validated."""
     cluster = cluster_options(
-        index_url, version, nats_url, milvus_host, name=name, namespace=namespace
+        index_url, version, nats_url, milvus_host, otlp_endpoint, name=name, namespace=namespace
     )
     stack = StackOptions(profile=profile.value, layout=layout.value if layout else None)
     document = render(fmt.value, stack, cluster)
@@ -707,7 +719,16 @@ def deploy_command(
     version: VersionOption = None,
     nats_url: NatsOption = None,
     milvus_host: MilvusOption = None,
+    otlp_endpoint: OtlpOption = None,
+    serve_host: Annotated[
+        str, typer.Option(help="Where the Serve proxy listens on the head.")
+    ] = "0.0.0.0",
+    serve_port: Annotated[int, typer.Option(help="The Serve proxy's port.")] = 8000,
     web: Annotated[bool, typer.Option(help="Include the web page (/).")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--app", help="Deploy only this application (repeat for more)."),
+    ] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every application to run.")
     ] = 1800.0,
@@ -718,11 +739,22 @@ def deploy_command(
     the layout places replicas with must be offered by a node, and a failed install or
     start is reported with its reason.
     """
-    cluster = cluster_options(index_url, version, nats_url, milvus_host)
+    cluster = cluster_options(
+        index_url,
+        version,
+        nats_url,
+        milvus_host,
+        otlp_endpoint,
+        http_host=serve_host,
+        http_port=serve_port,
+    )
     stack = StackOptions(
         profile=profile.value, layout=layout.value if layout else "cluster", with_web=web
     )
-    config = cluster_serve_config(stack, cluster)
+    try:
+        config = cluster_serve_config(stack, cluster, tuple(only) if only else None)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     api = ServeApi(address)
     last = ""
 
@@ -743,6 +775,42 @@ def deploy_command(
     finally:
         api.close()
     console.print("[bold]Deployed:[/] every application runs.")
+
+
+@app.command(name="wheelhouse")
+def wheelhouse_command(
+    packages: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Our packages the cluster installs (default: every one the rendered "
+            "applications install)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the wheels go.")] = Path(
+        "dist/wheelhouse"
+    ),
+    find_links: Annotated[
+        list[Path] | None, typer.Option(help="Folders of wheels built here (llama-cpp-python).")
+    ] = None,
+) -> None:
+    """Download every third-party wheel our packages need, at the versions installed here.
+
+    Publish them to the cluster's package index beside our wheels (`./dev build`): the
+    rendered RayService installs from that index only.
+    """
+    from aictl.wheelhouse import dependency_closure, download_wheels, third_party
+
+    wanted = packages or ["chat-handler", "voice-assistant", "pipeline-bridge", "ray-inference"]
+    try:
+        pins = third_party(dependency_closure(wanted))
+    except PackageNotFoundError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[bold]==>[/] Downloading {len(pins)} wheels that {', '.join(wanted)} need")
+    try:
+        download_wheels(pins, out, find_links or ())
+    except RuntimeError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"[bold]Wrote[/] {len(pins)} wheels to {out}")
 
 
 def main() -> None:

@@ -167,6 +167,7 @@ class ClusterOptions(BaseModel):
             leaves the chat handler on Milvus Lite in its node's data folder.
         otlp_endpoint: The OpenTelemetry collector (gRPC); None: no traces exported.
         http_host: Where the Serve proxy listens in the pods.
+        http_port: The Serve proxy's port.
         image: The Ray image of the head (handlers, CPU).
         gpu_image: The Ray image of the GPU workers (vLLM, CUDA runtimes).
         gpu_workers: GPU worker pods (one GPU each).
@@ -181,6 +182,7 @@ class ClusterOptions(BaseModel):
     milvus_host: str | None = "milvus.ai-ml.svc.cluster.local"
     otlp_endpoint: str | None = "http://otel-collector.monitoring.svc.cluster.local:4317"
     http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8000, ge=1, le=65535)
     image: str = f"rayproject/ray:{RAY_VERSION}-py311"
     gpu_image: str = f"rayproject/ray-llm:{RAY_VERSION}-py311-cu128"
     gpu_workers: int = Field(default=4, ge=0)
@@ -195,11 +197,19 @@ class ClusterOptions(BaseModel):
         return {name: value for name, value in env.items() if value is not None}
 
 
-def cluster_serve_config(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
-    """The Serve config of a cluster: proxy on every address, installs from the index."""
+def cluster_serve_config(
+    stack: StackOptions, cluster: ClusterOptions, apps: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The Serve config of a cluster: installs from the index (``apps``: only these)."""
     return serve_config(
         stack,
-        ServeOptions(http_host=cluster.http_host, env_vars=cluster.env_vars(), index=cluster.index),
+        ServeOptions(
+            http_host=cluster.http_host,
+            http_port=cluster.http_port,
+            env_vars=cluster.env_vars(),
+            index=cluster.index,
+            apps=apps,
+        ),
     )
 
 

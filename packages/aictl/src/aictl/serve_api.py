@@ -69,6 +69,20 @@ class ApplicationState(BaseModel):
         """True when Serve gave up deploying it (it retries some failures by itself)."""
         return self.status in ("DEPLOY_FAILED", "UNHEALTHY")
 
+    def failure(self) -> str:
+        """Why it failed: the application's message and each failed deployment's reason.
+
+        A deployment's reason is its constructor's error, or pip's output when its
+        packages did not install.
+        """
+        reasons = [self.message] if self.message else []
+        reasons += [
+            f"{deployment.name}: {deployment.message}"
+            for deployment in self.deployments
+            if deployment.status in ("DEPLOY_FAILED", "UNHEALTHY") and deployment.message
+        ]
+        return "; ".join(reasons) or self.status
+
 
 class ServeApi:
     """A client of Serve's REST API at ``dashboard_url``."""
@@ -193,7 +207,9 @@ def deploy_and_wait(
         on_progress(states)
         failed = [s for s in states if s.has_failed]
         if failed:
-            raise RuntimeError("; ".join(f"{s.name} failed to deploy: {s.message}" for s in failed))
+            raise RuntimeError(
+                "; ".join(f"{s.name} failed to deploy: {s.failure()}" for s in failed)
+            )
         if len(states) == len(names) and all(s.is_running for s in states):
             return states
         if time.monotonic() > deadline:

@@ -121,6 +121,7 @@ class ChatDeployment:
         milvus_uri: str | None = None,
         temperature: float = 0.0,
         admission: AdmissionLimits | None = None,
+        llm_model: str | None = None,
     ) -> None:
         """Make the clients and the pipeline (nothing is connected yet).
 
@@ -130,6 +131,8 @@ class ChatDeployment:
                 ``DATA_DIR``) when None.
             temperature: Sampling temperature of the answers (0: greedy).
             admission: The request guard's limits of this replica (HTTP only).
+            llm_model: The ``model`` every LLM request names (Ray Serve LLM's model id in
+                the gpu profile); None: the LLM service's own.
         """
         settings = Settings()
         configure_guard(api, admission, settings)
@@ -140,7 +143,7 @@ class ChatDeployment:
         self.pipeline = RAGPipeline(
             EmbeddingsClient(settings),
             self.store,
-            LLMClient(settings),
+            LLMClient(settings, model=llm_model),
             RerankerClient(settings),
             RAGConfig(temperature=temperature),
         )
@@ -322,10 +325,19 @@ class ChatDeployment:
 
 
 class ChatArgs(HandlerArgs):
-    """Builder arguments of the chat application (the Serve config's ``args``)."""
+    """Builder arguments of the chat application (the Serve config's ``args``).
+
+    Attributes:
+        milvus_uri: The knowledge base; the settings' when None.
+        temperature: Sampling temperature of the answers.
+        llm_model: The ``model`` the LLM requests name: Ray Serve LLM's model id (its
+            ``model_loading_config.model_id``) in the gpu profile; None in the cpu profile,
+            whose LLM answers any name.
+    """
 
     milvus_uri: str | None = None
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_model: str | None = Field(default=None, min_length=1)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -341,5 +353,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
         **a.deployment_options()
-    ).bind(milvus_uri=a.milvus_uri, temperature=a.temperature, admission=a.admission())
+    ).bind(
+        milvus_uri=a.milvus_uri,
+        temperature=a.temperature,
+        admission=a.admission(),
+        llm_model=a.llm_model,
+    )
     return application

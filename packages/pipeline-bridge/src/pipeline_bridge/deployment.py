@@ -138,7 +138,7 @@ class BridgeArgs(HandlerArgs):
     num_cpus: float = Field(default=0.05, gt=0.0)
     bridge: BridgeConfig = Field(default_factory=BridgeConfig.from_settings)
     pipelines: PipelineServiceConfig = Field(default_factory=PipelineServiceConfig)
-    connect_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=20.0, gt=0)
     """How long a replica tries to reach NATS before it fails to start."""
 
 

@@ -21,7 +21,10 @@ posts the payload to as JSON). Both paths raise the same typed errors of
 In ``"auto"`` mode the path is chosen on the first call and kept: the handle when this
 process is connected to Ray (a driver after ``ray.init()``, a task, an actor or a Serve
 replica) and the deployment exists, HTTP otherwise. Ray is never started by a client;
-a process where Ray is not initialized always uses HTTP.
+a process where Ray is not initialized always uses HTTP. Which deployment the handle
+calls is decided by :meth:`ServiceClient._find_handle`, which a client whose service can
+be deployed in more than one form overrides (the LLM client finds Ray Serve LLM's server
+deployments too).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ CallPath = Literal["handle", "http"]
 
 SSE_DONE = "[DONE]"
 """The ``data`` of the last event of an OpenAI-style stream."""
+
+NO_DEPLOYMENT_PREFIX = "Serve app "
+"""How the ``KeyError`` of a :meth:`ServiceClient._find_handle` that explains itself
+begins (``"Serve app 'llm' has ..."``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,11 +205,7 @@ class ServiceClient:
                 self._handle = handle
                 self._stream_handle = handle.options(stream=True)
                 self._http_chosen_at = None
-                self._log_path(
-                    "handle",
-                    f"deployment {self.deployment!r} of Serve app {self.app!r} "
-                    "through a Ray DeploymentHandle",
-                )
+                self._log_path("handle", self._describe_handle())
                 return "handle"
             if self.mode == "handle":
                 raise UnavailableError(f"no handle to {self._target()}: {why_not}")
@@ -285,7 +288,7 @@ class ServiceClient:
                 raise InternalError(f"{self._target()}: {event.data}") from None
             return event.data
         if isinstance(data, dict) and "error" in data:
-            raise _error_from_body(data) or InternalError(f"{self._target()}: {event.data}")
+            raise error_from_body(data) or InternalError(f"{self._target()}: {event.data}")
         if event.event == "error":
             raise InternalError(f"{self._target()}: {event.data}")
         return data
@@ -334,8 +337,19 @@ class ServiceClient:
             PlatformError: As for :meth:`_handle_call`.
         """
         self._require_handle()
+        async for item in self._stream_through(self._stream_handle, method, *args, **kwargs):
+            yield item
+
+    async def _stream_through(
+        self, stream_handle: Any, method: str, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        """:meth:`_handle_stream` through ``stream_handle`` (a ``stream=True`` handle).
+
+        For clients whose service spreads over several deployments of its app (one per
+        model, say): the same timeouts, retries and errors as the client's own handle.
+        """
         kwargs = self._with_trace(kwargs)
-        generator = getattr(self._stream_handle, method).remote(*args, **kwargs)
+        generator = getattr(stream_handle, method).remote(*args, **kwargs)
         finished = False
         attempt = 0
         sent_any = False
@@ -353,7 +367,7 @@ class ServiceClient:
                         # Nothing was passed on yet: the whole call can start again.
                         await asyncio.sleep(self._backoff(attempt))
                         attempt += 1
-                        generator = getattr(self._stream_handle, method).remote(*args, **kwargs)
+                        generator = getattr(stream_handle, method).remote(*args, **kwargs)
                         continue
                     finished = True
                     if deadline.expired():
@@ -429,25 +443,49 @@ class ServiceClient:
         if ray is None or not ray.is_initialized():
             self._http_for_good = True
             return None, "Ray is not initialized in this process"
-        from ray import serve
         from ray.serve.exceptions import RayServeException
-
-        def get_handle() -> Any:
-            return serve.get_deployment_handle(self.deployment, app_name=self.app)
 
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(get_handle), self.handle_lookup_timeout_s
+                asyncio.to_thread(self._find_handle), self.handle_lookup_timeout_s
             ), ""
         except TimeoutError:
             return None, "the Serve controller did not answer in time"
-        except KeyError:
-            return None, f"Serve has no deployment {self.deployment!r} in app {self.app!r}"
+        except KeyError as exc:
+            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+            if reason is None or not reason.startswith(NO_DEPLOYMENT_PREFIX):
+                reason = f"Serve has no deployment {self.deployment!r} in app {self.app!r}"
+            return None, reason
         except RayServeException:
             return None, "Serve is not running on this Ray cluster"
         except Exception as exc:
             logger.warning("looking up %s failed: %r", self._target(), exc)
             return None, f"looking the deployment up failed ({exc!r})"
+
+    def _find_handle(self) -> Any:
+        """The handle the handle path calls: the hook that picks the deployment.
+
+        Runs in a worker thread, with Ray initialized, within
+        :attr:`handle_lookup_timeout_s`; it may block on the Serve controller (and on
+        calls to the app's deployments). The default is deployment ``self.deployment`` of
+        app ``self.app``. A client whose service is deployed in other forms too overrides
+        it (and :meth:`_describe_handle`).
+
+        Raises:
+            KeyError: When the app has nothing this client can call; a message that
+                starts with :data:`NO_DEPLOYMENT_PREFIX` is logged as the reason.
+            RayServeException: When Serve is not running.
+        """
+        from ray import serve
+
+        return serve.get_deployment_handle(self.deployment, app_name=self.app)
+
+    def _describe_handle(self) -> str:
+        """What the handle path calls, for the log line that says which path is taken."""
+        return (
+            f"deployment {self.deployment!r} of Serve app {self.app!r} "
+            "through a Ray DeploymentHandle"
+        )
 
     def _http_still_chosen(self) -> bool:
         if self._http_chosen_at is None:
@@ -606,23 +644,12 @@ class ServiceClient:
             body = response.json()
         except ValueError:
             body = None
-        error = _error_from_body(body)
+        error = error_from_body(body)
         if error is not None:
             return error
         status = response.status_code
         detail = _detail(body) or response.text.strip()[:300] or response.reason_phrase
-        message = f"{self._target()} answered HTTP {status}: {detail}"
-        if status in (408, 504):
-            return RequestTimeoutError(message)
-        if status in (429, 502, 503):
-            return UnavailableError(message)
-        if status == 404:
-            return NotFoundError(message)
-        if status == 413:
-            return TooLargeError(message)
-        if status < 500:
-            return InvalidRequestError(message)
-        return InternalError(message)
+        return error_for_status(status, f"{self._target()} answered HTTP {status}: {detail}")
 
     # --- words ----------------------------------------------------------------------
 
@@ -633,6 +660,39 @@ class ServiceClient:
         if self._logged_path != path:
             self._logged_path = path
             logger.info("%s calls %s", type(self).__name__, how)
+
+
+def serve_app_deployments(app_name: str) -> list[str]:
+    """The names of the deployments of Serve application ``app_name``.
+
+    Blocks on the Serve controller: call it from a worker thread (as
+    :meth:`ServiceClient._find_handle` is called).
+
+    Raises:
+        KeyError: When Serve runs no application of that name (or does not run).
+    """
+    from ray import serve
+
+    application = serve.status().applications.get(app_name)
+    if application is None:
+        raise KeyError(f"{NO_DEPLOYMENT_PREFIX}{app_name!r} is not running")
+    return list(application.deployments)
+
+
+def unreadable_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) says an answer could not be unpickled here.
+
+    That is: the deployment answered with an object whose class cannot be imported in
+    this process.
+    """
+    from ray import exceptions as ray_exceptions
+
+    for error in (exc, exc.__cause__):
+        if isinstance(error, ray_exceptions.RaySystemError):
+            error = error.client_exc
+        if isinstance(error, ImportError):
+            return True
+    return False
 
 
 def _jsonable(payload: Any) -> Any:
@@ -653,8 +713,23 @@ def _detail(body: Any) -> str | None:
     return None
 
 
-def _error_from_body(body: Any) -> PlatformError | None:
-    """The typed error of an ``{"error": {"code", "message"}}`` body; None for others."""
+def error_for_status(status: int, message: str) -> PlatformError:
+    """The typed error of an HTTP error status (400 or more)."""
+    if status in (408, 504):
+        return RequestTimeoutError(message)
+    if status in (429, 502, 503):
+        return UnavailableError(message)
+    if status == 404:
+        return NotFoundError(message)
+    if status == 413:
+        return TooLargeError(message)
+    if status < 500:
+        return InvalidRequestError(message)
+    return InternalError(message)
+
+
+def error_from_body(body: Any) -> PlatformError | None:
+    """The typed error of the platform's ``{"error": {"code", "message"}}`` body, or None."""
     if not isinstance(body, dict) or "error" not in body:
         return None
     try:
@@ -684,6 +759,19 @@ def _error_from_ray(exc: BaseException, target: str) -> PlatformError:
         return InternalError(f"{target} failed: {type(cause).__name__}: {cause}")
     if isinstance(exc, PlatformError):
         return exc
+    if unreadable_answer(exc):
+        # The deployment answered, but with an object of a class this process lacks (a
+        # model server's own types, say): it is up, the answer is just not readable here.
+        cause = exc.client_exc if isinstance(exc, ray_exceptions.RaySystemError) else exc
+        return InternalError(
+            f"{target} answered with an object this process cannot read "
+            f"({type(cause).__name__}: {cause})"
+        )
+    if isinstance(exc, ray_exceptions.UnserializableException):
+        # An exception raised in the deployment whose class this process lacks: Ray keeps
+        # its text, whose last line is "ExceptionType: message".
+        lines = str(exc).strip().splitlines()
+        return InternalError(f"{target} failed: {lines[-1] if lines else type(exc).__name__}")
     if isinstance(exc, serve_exceptions.BackPressureError):
         return UnavailableError(f"{target} is overloaded: {exc}")
     if isinstance(exc, ray_exceptions.RayError | serve_exceptions.RayServeException):
