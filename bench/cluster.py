@@ -30,7 +30,12 @@ from typing import Any
 
 from _common import markdown_table, print_result, summarize
 from aictl.serve_api import ServeApi, deploy_and_wait
-from aictl.wheelhouse import dependency_closure, download_wheels, third_party
+from aictl.wheelhouse import (
+    dependency_closure,
+    download_wheels,
+    installed_by_cluster,
+    third_party,
+)
 from handler_base.testing.cluster import LocalCluster, bare_ray_environment
 from handler_base.testing.package_index import build_wheels, package_index
 from handler_base.testing.ray_fixtures import LOOPBACK, free_port
@@ -143,8 +148,8 @@ def main() -> None:
         work = Path(tmp)
         with package_index(work / "index") as index:
             build_wheels(ROOT / "packages", index.directory)
-            handlers = ("chat-handler", "voice-assistant", "pipeline-bridge")
-            download_wheels(third_party(dependency_closure(handlers)), index.directory)
+            pins = third_party(dependency_closure(installed_by_cluster()))
+            download_wheels(pins, index.directory)
             bare = bare_ray_environment(work / "bare", ROOT / "requirements.lock.txt")
             with LocalCluster(work / "ray", env=NODE_ENV) as cluster:
                 cluster.start_head(bare, resources={"head": 1}, num_cpus=2)

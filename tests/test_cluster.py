@@ -37,7 +37,12 @@ from typer.testing import CliRunner, Result
 from aictl.apps import MODEL_APPS
 from aictl.cli import app as cli
 from aictl.serve_api import ApplicationState, ServeApi
-from aictl.wheelhouse import dependency_closure, download_wheels, third_party
+from aictl.wheelhouse import (
+    dependency_closure,
+    download_wheels,
+    installed_by_cluster,
+    third_party,
+)
 from handler_base.messages import (
     ChatRequest,
     ChatResponse,
@@ -62,8 +67,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLERS = ("chat", "voice", "bridge")
-INSTALLED = ("chat-handler", "voice-assistant", "pipeline-bridge", "ray-inference")
-"""What the rendered applications install from the index."""
 VERSION = version("handler-base")
 DEPLOY_TIMEOUT_S = 1500.0
 COLLECTION = "cluster"
@@ -84,7 +87,7 @@ NODE_ENV = {
 def publish_everything(index: LocalIndex) -> None:
     """Our wheels and every third-party wheel the handlers need, into the index's folder."""
     build_wheels(ROOT / "packages", index.directory)
-    download_wheels(third_party(dependency_closure(INSTALLED)), index.directory)
+    download_wheels(third_party(dependency_closure(installed_by_cluster())), index.directory)
 
 
 @dataclass

@@ -38,6 +38,7 @@ import pytest
 
 from aictl.apps import StackOptions
 from aictl.render import PackageIndex, ServeOptions, serve_config
+from handler_base.testing.cluster import uv
 from handler_base.testing.package_index import INDEX_USER, LocalIndex, package_index
 from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
 from ray_inference import embeddings, llm, reranker
@@ -69,11 +70,6 @@ DOCUMENTS = [
 ]
 
 pickle_by_value(sys.modules[__name__])
-
-
-def uv() -> str:
-    found = Path(sys.executable).parent / "uv"
-    return str(found) if found.exists() else shutil.which("uv") or "uv"
 
 
 @pytest.fixture(scope="module")

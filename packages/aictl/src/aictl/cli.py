@@ -798,9 +798,14 @@ def wheelhouse_command(
     Publish them to the cluster's package index beside our wheels (`./dev build`): the
     rendered RayService installs from that index only.
     """
-    from aictl.wheelhouse import dependency_closure, download_wheels, third_party
+    from aictl.wheelhouse import (
+        dependency_closure,
+        download_wheels,
+        installed_by_cluster,
+        third_party,
+    )
 
-    wanted = packages or ["chat-handler", "voice-assistant", "pipeline-bridge", "ray-inference"]
+    wanted = packages or installed_by_cluster()
     try:
         pins = third_party(dependency_closure(wanted))
     except PackageNotFoundError as exc:

@@ -27,6 +27,18 @@ OURS = frozenset(
 """Our distributions: built and published by the release, not downloaded."""
 
 
+def installed_by_cluster() -> list[str]:
+    """Our packages that the rendered cluster applications install from the index.
+
+    The web page is left out: a cluster serves it only when asked, and ``aictl`` itself
+    needs the cpu engines (see the README).
+    """
+    from aictl.apps import StackOptions, applications
+
+    stack = StackOptions(profile="cpu", layout="cluster", with_web=False)
+    return sorted({name for app in applications(stack) for name in app.packages})
+
+
 def dependency_closure(packages: Iterable[str]) -> dict[str, str]:
     """Every distribution ``packages`` need (extras as ``name[extra]``), with its version here.
 
