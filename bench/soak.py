@@ -221,7 +221,11 @@ def main() -> None:
         mode="at_least_once", namespace=f"soak-{uuid.uuid4().hex[:6]}", ack_wait_s=10
     )
     with tempfile.TemporaryDirectory() as data, platform_nats() as nats, local_serve() as url:
-        apps = applications(StackOptions(milvus_uri=str(Path(data) / "milvus.db"), with_web=False))
+        # The bridge runs as an actor here (killing it is a fault), not as the bridge app.
+        stack = StackOptions(
+            milvus_uri=str(Path(data) / "milvus.db"), with_web=False, with_bridge=False
+        )
+        apps = applications(stack)
         deploy_apps(apps)
         (bridge,) = start_bridges(1, config, nats_test_settings(nats.url, nats_name="nats-bridge"))
         try:

@@ -64,7 +64,9 @@ async def platform(
     from pipeline_bridge import BridgeConfig, start_bridges, stop_bridges
 
     data = Path(tmp_path_factory.mktemp("soak"))
-    apps = applications(StackOptions(milvus_uri=str(data / "milvus.db"), with_web=False))
+    # The bridge runs as actors here (killing one is a fault), not as the bridge app.
+    stack = StackOptions(milvus_uri=str(data / "milvus.db"), with_web=False, with_bridge=False)
+    apps = applications(stack)
     names = await asyncio.to_thread(deploy_apps, apps)
     nats = platform_nats().start()
     config = BridgeConfig(
