@@ -120,7 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 def test_up_reports_progress_and_prints_where_things_are(stack: RunningStack) -> None:
     out = stack.output
     assert READY_LINE in out
-    for step in ("Starting the bundled NATS server", "Starting Ray", "Deploying 8 applications"):
+    for step in ("Starting the bundled NATS server", "Starting Ray", "Deploying 9 applications"):
         assert step in out
     assert "Sample knowledge base ingested" in out
     assert re.search(r"Web page: +http://127\.0\.0\.1:\d+/ \(it asks for the API key\)", out)
