@@ -45,7 +45,6 @@ from handler_base.clients.base import unreadable_answer
 from handler_base.clients.llm import ServerSideModel
 from handler_base.errors import InternalError, NotFoundError
 from handler_base.inference import ChatCompletionRequest, ChatMessage
-from handler_base.messages import ChatRequest, Source
 from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
 
 pytestmark = pytest.mark.integration
@@ -505,54 +504,3 @@ async def test_http_reports_an_unknown_model_as_not_found(serve_llm_app: str) ->
     async with LLMClient(_settings(), mode="http", base_url=serve_llm_app, model="nope") as http:
         with pytest.raises(NotFoundError):
             await http.chat(_question())
-
-
-# --- the chat handler ----------------------------------------------------------------------
-
-
-def _chat_deployment(args: dict[str, Any]) -> Any:
-    """The chat app's deployment as ``build_app(args)`` makes it, constructed here."""
-    from chat_handler.deployment import build_app
-
-    bound = build_app(args)._bound_deployment
-    # The replica's constructor: the class under Serve's ASGI wrapper.
-    chat_class = bound.func_or_class.__bases__[0]
-    assert chat_class.__name__ == "ChatDeployment"
-    chat = chat_class(**bound.init_kwargs)
-    chat.pipeline.llm.serve_llm_request_type = REQUEST_TYPE
-    return chat
-
-
-async def _rag_answer(chat: Any) -> tuple[str, str]:
-    """Ask the LLM as the chat pipeline does; the prompt's question and the answer."""
-    pipeline = chat.pipeline
-    sources = [Source(id="d1#0", text="Paris is the capital of France.", score=1.0)]
-    prompt = pipeline.prompt(ChatRequest(query="What is the capital of France?"), sources)
-    try:
-        answer = await pipeline.llm.chat(pipeline._completion(prompt))
-    finally:
-        await pipeline.llm.aclose()
-    return prompt.messages[-1].content, answer.text
-
-
-async def test_the_chat_handlers_llm_model_reaches_the_request(
-    serve_llm_app: str, tmp_path: Path
-) -> None:
-    from chat_handler.deployment import ChatArgs
-
-    assert ChatArgs().llm_model is None
-    chat = _chat_deployment({"llm_model": MODEL_ID, "milvus_uri": str(tmp_path / "kb.db")})
-    assert chat.pipeline.llm.model == MODEL_ID
-    before = len(await _received())
-    question, answer = await _rag_answer(chat)
-    assert answer == "".join(answer_words(question))
-    assert [r["model"] for r in (await _received())[before:]] == [MODEL_ID]
-
-
-async def test_the_chat_handler_sends_the_llm_model_it_is_given(
-    serve_llm_app: str, tmp_path: Path
-) -> None:
-    # Without llm_model the app's only model would answer: this fails only if it is sent.
-    chat = _chat_deployment({"llm_model": "someone/else", "milvus_uri": str(tmp_path / "kb.db")})
-    with pytest.raises(NotFoundError, match="someone/else"):
-        await _rag_answer(chat)
