@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
@@ -151,16 +151,21 @@ def _deploy_with_progress(stack: LocalStack) -> None:
         with Live(_apps_table([]), console=console, refresh_per_second=2) as live:
             stack.deploy(lambda states: live.update(_apps_table(states)))
         return
+    stack.deploy(print_changes(stack.say))
+
+
+def print_changes(say: Callable[[str], None]) -> Callable[[list[ApplicationState]], None]:
+    """A receiver of the applications' states that says a line each time they change."""
     last = ""
 
-    def print_changes(states: list[ApplicationState]) -> None:
+    def receive(states: list[ApplicationState]) -> None:
         nonlocal last
         line = ", ".join(f"{s.name} {s.status.lower()}" for s in states)
         if line != last:
-            stack.say(f"Applications: {line}")
+            say(f"Applications: {line}")
             last = line
 
-    stack.deploy(print_changes)
+    return receive
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -756,18 +761,13 @@ def deploy_command(
     except ValueError as exc:
         raise fail(str(exc)) from None
     api = ServeApi(address)
-    last = ""
 
-    def print_changes(states: list[ApplicationState]) -> None:
-        nonlocal last
-        line = ", ".join(f"{s.name} {s.status.lower()}" for s in states)
-        if line != last:
-            console.print(f"[bold]==>[/] Applications: {line}", soft_wrap=True)
-            last = line
+    def say(line: str) -> None:
+        console.print(f"[bold]==>[/] {line}", soft_wrap=True)
 
-    console.print(f"[bold]==>[/] Deploying {len(config['applications'])} applications to {address}")
+    say(f"Deploying {len(config['applications'])} applications to {address}")
     try:
-        deploy_and_wait(api, config, print_changes, timeout)
+        deploy_and_wait(api, config, print_changes(say), timeout)
     except RuntimeError as exc:
         raise fail(str(exc)) from None
     except httpx.HTTPError as exc:

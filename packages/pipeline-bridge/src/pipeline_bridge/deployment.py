@@ -20,7 +20,6 @@ that message instead of waiting for ever.
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
 # routes' types themselves, not their names.
 
-import asyncio
 import os
 from typing import Any
 
@@ -51,11 +50,11 @@ api: FastAPI = platform_app(
 )
 
 
-def _cannot_reach_nats(settings: Settings, exc: Exception) -> UnavailableError:
+def _cannot_reach_nats(exc: Exception) -> UnavailableError:
     return UnavailableError(
         f"the NATS bridge cannot reach NATS ({exc}); set NATS_URL (and NATS_USER/"
-        f"NATS_PASSWORD, NATS_TOKEN or NATS_CREDS_FILE) in the application's "
-        f"runtime_env.env_vars to a server this node can reach"
+        "NATS_PASSWORD, NATS_TOKEN or NATS_CREDS_FILE) in the application's "
+        "runtime_env.env_vars to a server this node can reach"
     )
 
 
@@ -69,11 +68,11 @@ class PipelineServiceDeployment:
         """Connect to NATS (within ``connect_timeout_s``) and serve triggers."""
         settings = Settings()
         setup_telemetry(settings, service_name="pipeline-service")
+        self.service = PipelineService(settings=settings, config=config)
         try:
             nc = await connect(settings, connect_wait_s=connect_timeout_s)
         except UnavailableError as exc:
-            raise _cannot_reach_nats(settings, exc) from None
-        self.service = PipelineService(settings=settings, config=config)
+            raise _cannot_reach_nats(exc) from None
         await self.service.start(nc)
 
     async def stats(self) -> dict[str, Any]:
@@ -107,7 +106,7 @@ class NATSBridgeDeployment:
             await self.bridge.start(connect_wait_s=connect_timeout_s)
         except UnavailableError as exc:
             await self.bridge.stop()
-            raise _cannot_reach_nats(settings, exc) from None
+            raise _cannot_reach_nats(exc) from None
 
     @api.get("/stats")
     async def stats(self) -> dict[str, Any]:
@@ -125,7 +124,7 @@ class NATSBridgeDeployment:
 
     async def __del__(self) -> None:
         """Finish the requests in flight, then disconnect."""
-        await asyncio.shield(self.bridge.stop())
+        await self.bridge.stop()
 
 
 class BridgeArgs(HandlerArgs):
