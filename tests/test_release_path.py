@@ -39,7 +39,12 @@ import pytest
 from aictl.apps import StackOptions
 from aictl.render import PackageIndex, ServeOptions, serve_config
 from handler_base.testing.cluster import uv
-from handler_base.testing.package_index import INDEX_USER, LocalIndex, package_index
+from handler_base.testing.package_index import (
+    INDEX_USER,
+    LocalIndex,
+    build_wheel,
+    package_index,
+)
 from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
 from ray_inference import embeddings, llm, reranker
 
@@ -112,21 +117,7 @@ def release(index: LocalIndex, new_version: str, workdir: Path) -> list[Path]:
             ignore=shutil.ignore_patterns("tests", "__pycache__", "*.egg-info"),
         )
         stamp_version(copy, new_version)
-        # --no-sources: built as a release is, against published names, not the workspace.
-        subprocess.run(
-            [
-                uv(),
-                "build",
-                "--quiet",
-                "--no-sources",
-                "--wheel",
-                "--out-dir",
-                str(dist),
-                str(copy),
-            ],
-            check=True,
-            timeout=300,
-        )
+        build_wheel(copy, dist)
     wheels = sorted(dist.glob(f"*-{new_version}-*.whl"))
     assert len(wheels) == len(RELEASED), wheels
     # Credentials through the environment, as CI passes its secret: not on a command line.

@@ -69,9 +69,13 @@ CallPath = Literal["handle", "http"]
 SSE_DONE = "[DONE]"
 """The ``data`` of the last event of an OpenAI-style stream."""
 
-NO_DEPLOYMENT_PREFIX = "Serve app "
-"""How the ``KeyError`` of a :meth:`ServiceClient._find_handle` that explains itself
-begins (``"Serve app 'llm' has ..."``)."""
+
+class DeploymentNotFound(KeyError):
+    """:meth:`ServiceClient._find_handle` found nothing to call; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,11 +455,10 @@ class ServiceClient:
             ), ""
         except TimeoutError:
             return None, "the Serve controller did not answer in time"
-        except KeyError as exc:
-            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
-            if reason is None or not reason.startswith(NO_DEPLOYMENT_PREFIX):
-                reason = f"Serve has no deployment {self.deployment!r} in app {self.app!r}"
-            return None, reason
+        except DeploymentNotFound as exc:
+            return None, exc.reason
+        except KeyError:
+            return None, f"Serve has no deployment {self.deployment!r} in app {self.app!r}"
         except RayServeException:
             return None, "Serve is not running on this Ray cluster"
         except Exception as exc:
@@ -472,8 +475,8 @@ class ServiceClient:
         it (and :meth:`_describe_handle`).
 
         Raises:
-            KeyError: When the app has nothing this client can call; a message that
-                starts with :data:`NO_DEPLOYMENT_PREFIX` is logged as the reason.
+            KeyError: When the app has nothing this client can call
+                (:class:`DeploymentNotFound` to log a reason of its own).
             RayServeException: When Serve is not running.
         """
         from ray import serve
@@ -669,13 +672,13 @@ def serve_app_deployments(app_name: str) -> list[str]:
     :meth:`ServiceClient._find_handle` is called).
 
     Raises:
-        KeyError: When Serve runs no application of that name (or does not run).
+        DeploymentNotFound: When Serve runs no application of that name (or does not run).
     """
     from ray import serve
 
     application = serve.status().applications.get(app_name)
     if application is None:
-        raise KeyError(f"{NO_DEPLOYMENT_PREFIX}{app_name!r} is not running")
+        raise DeploymentNotFound(f"Serve app {app_name!r} is not running")
     return list(application.deployments)
 
 

@@ -49,8 +49,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from handler_base.clients.base import (
-    NO_DEPLOYMENT_PREFIX,
     SSE_DONE,
+    DeploymentNotFound,
     error_for_status,
     error_from_body,
     serve_app_deployments,
@@ -275,14 +275,13 @@ def find_serve_llm_app(
         lookup_timeout_s: How long each server may take to give its ``llm_config()``.
 
     Raises:
-        KeyError: The app has no server (or is not running); the message starts with
-            :data:`~handler_base.clients.base.NO_DEPLOYMENT_PREFIX`.
+        DeploymentNotFound: The app has no server (or is not running).
     """
     deployments = serve_app_deployments(app_name)
     names = sorted(d for d in deployments if d.startswith(SERVE_LLM_SERVER_PREFIX))
     if not names:
-        raise KeyError(
-            f"{NO_DEPLOYMENT_PREFIX}{app_name!r} has no deployment {looked_for!r} "
+        raise DeploymentNotFound(
+            f"Serve app {app_name!r} has no deployment {looked_for!r} "
             f"and no Ray Serve LLM server ({SERVE_LLM_SERVER_PREFIX}<model>); it has "
             f"{sorted(deployments)}"
         )

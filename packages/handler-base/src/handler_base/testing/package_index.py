@@ -81,27 +81,20 @@ def package_index(home: Path, password: str = "release-test-password") -> Iterat
             server.wait()
 
 
-def build_wheels(packages: Path, dest: Path) -> list[Path]:
-    """Build every project under ``packages`` into a wheel in ``dest`` (as a release does).
+def build_wheel(project: Path, dest: Path) -> None:
+    """Build ``project`` into a wheel in ``dest`` as a release does.
 
     ``--no-sources``: built against published names, not the workspace.
     """
     from handler_base.testing.cluster import uv
 
+    command = [uv(), "build", "--quiet", "--no-sources", "--wheel", "-o", str(dest), str(project)]
+    subprocess.run(command, check=True, timeout=300)
+
+
+def build_wheels(packages: Path, dest: Path) -> list[Path]:
+    """Build every project under ``packages`` into a wheel in ``dest``; the wheels there."""
     for project in sorted(packages.iterdir()):
         if (project / "pyproject.toml").exists():
-            subprocess.run(
-                [
-                    uv(),
-                    "build",
-                    "--quiet",
-                    "--no-sources",
-                    "--wheel",
-                    "-o",
-                    str(dest),
-                    str(project),
-                ],
-                check=True,
-                timeout=300,
-            )
+            build_wheel(project, dest)
     return sorted(dest.glob("*.whl"))
