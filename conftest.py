@@ -9,6 +9,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 pytest_plugins: list[str] = [
     "handler_base.testing.ray_fixtures",
-    "handler_base.testing.milvus_fixtures",
+    "chat_handler.testing",
     "handler_base.testing.nats_fixtures",
 ]

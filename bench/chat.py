@@ -140,9 +140,7 @@ def main() -> None:
         serve.run(build_reranker({"profile": "cpu"}), name="reranker", route_prefix="/reranker")
         serve.run(build_llm({"profile": "cpu"}), name="llm", route_prefix="/llm")
         milvus = str(Path(data) / "milvus.db")
-        serve.run(
-            build_chat({"milvus_uri": milvus, "temperature": 0}), name="chat", route_prefix="/chat"
-        )
+        serve.run(build_chat({"milvus_uri": milvus}), name="chat", route_prefix="/chat")
         ingest = httpx.post(
             f"{base_url}/chat/knowledge/documents",
             json={"collection": "bench", "documents": corpus()},

@@ -162,7 +162,7 @@ def main() -> None:
             milvus = str(Path(data) / f"{mode}.db")
             serve.run(
                 ChatDeployment.options(**options).bind(  # type: ignore[attr-defined]
-                    milvus_uri=milvus, temperature=0.0, admission=admission
+                    guarded.model_copy(update={"milvus_uri": milvus}), admission
                 ),
                 name=f"chat-{mode}",
                 route_prefix=f"/chat-{mode}",

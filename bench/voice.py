@@ -231,7 +231,7 @@ def main() -> None:
             "llm": llm.build_app({"profile": "cpu"}),
             "whisper": whisper.build_app({"profile": "cpu"}),
             "tts": tts.build_app({"profile": "cpu"}),
-            "chat": build_chat({"milvus_uri": str(Path(data) / "milvus.db"), "temperature": 0}),
+            "chat": build_chat({"milvus_uri": str(Path(data) / "milvus.db")}),
             "voice": build_voice(),
         }
         for name, application in apps.items():

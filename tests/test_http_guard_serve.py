@@ -66,9 +66,7 @@ def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -
         "runtime_env": keyed_env(),
     }
     serve.run(
-        ChatDeployment.options(**chat_options).bind(  # type: ignore[attr-defined]
-            milvus_uri=args.milvus_uri, temperature=0.0, admission=args.admission()
-        ),
+        ChatDeployment.options(**chat_options).bind(args),  # type: ignore[attr-defined]
         name="chat-guarded",
         route_prefix="/chat-guarded",
     )

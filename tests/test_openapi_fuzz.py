@@ -147,7 +147,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
     for name, module in models.items():
         serve.run(module.build_app(model_args.get(name)), name=name, route_prefix=f"/{name}")
     serve.run(
-        chat.build_app({"milvus_uri": str(data_dir / "milvus.db"), "temperature": 0.0}),
+        chat.build_app({"milvus_uri": str(data_dir / "milvus.db")}),
         name="chat",
         route_prefix="/chat",
     )

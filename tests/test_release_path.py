@@ -141,9 +141,6 @@ def chat_config(index: LocalIndex, serve: LocalServe, milvus_uri: str, pin: str)
             apps=("chat",),
         ),
     )
-    (entry,) = config["applications"]
-    # Greedy answers, so that the fact's number is reliably in the answer.
-    entry["args"]["temperature"] = 0.0
     return config
 
 

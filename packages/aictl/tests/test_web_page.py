@@ -115,7 +115,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
             deployed.append(name)
         milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
         serve.run(
-            with_api_keys(build_chat_app({"milvus_uri": milvus_uri, "temperature": 0.0})),
+            with_api_keys(build_chat_app({"milvus_uri": milvus_uri})),
             name="chat",
             route_prefix="/chat",
         )

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from chat_handler.deployment import build_app
+from chat_handler.rag import NO_SOURCES_ANSWER, RERANKED_KEY
 from handler_base.messages import ChatRequest, ChatResponse
-from handler_base.rag import NO_SOURCES_ANSWER, RERANKED_KEY
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference import embeddings, llm, reranker
 
@@ -45,9 +45,7 @@ def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactor
         args = {"profile": "cpu"} if name == "llm" else None
         serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
     milvus_uri = str(tmp_path_factory.mktemp("chat-milvus") / "milvus.db")
-    serve.run(
-        build_app({"milvus_uri": milvus_uri, "temperature": 0.0}), name="chat", route_prefix="/chat"
-    )
+    serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
     try:
         yield f"{serve_instance.http_url}/chat"
     finally:
@@ -123,11 +121,17 @@ def test_search_and_filter(http: httpx.Client) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["metadata"]["doc_id"] == "qp7"
-    response = http.post(
-        "/knowledge/search",
-        json={"query": QUESTION, "collection": COLLECTION, "filter": 'doc_id == "hours"'},
-    )
-    assert {r["metadata"]["doc_id"] for r in response.json()["results"]} == {"hours"}
+    for filter in ['doc_id == "hours"', {"field": "doc_id", "value": "hours"}]:
+        response = http.post(
+            "/knowledge/search",
+            json={"query": QUESTION, "collection": COLLECTION, "filter": filter},
+        )
+        assert response.status_code == 200, response.text
+        assert {r["metadata"]["doc_id"] for r in response.json()["results"]} == {"hours"}
+    structured = {"and": [{"field": "metadata.title", "op": "ne", "value": "x"}]}
+    answer = http.post("", json={"query": QUESTION, "collection": COLLECTION, "filter": structured})
+    assert answer.status_code == 200, answer.text
+    assert {s["metadata"]["doc_id"] for s in answer.json()["sources"]} == {"zx41"}
 
 
 def test_a_deleted_document_is_no_longer_a_source(http: httpx.Client) -> None:
@@ -177,6 +181,11 @@ def test_the_stream_ends_with_the_same_text_and_sources(http: httpx.Client) -> N
             "invalid_request",
         ),
         ({"query": "hi", "collection": "not a name"}, "invalid_request"),
+        ({"query": "hi", "filter": {"field": "title", "value": "x"}}, "invalid_request"),
+        (
+            {"query": "hi", "filter": {"field": "doc_id", "op": "gt", "value": "a"}},
+            "invalid_request",
+        ),
     ],
 )
 def test_bad_input_gets_the_error_shape_and_the_next_request_is_answered(

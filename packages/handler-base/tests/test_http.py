@@ -1,8 +1,12 @@
+import json
+from collections.abc import AsyncGenerator
+
+from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
 from handler_base.errors import NotFoundError, UnavailableError
-from handler_base.http import platform_app, sse_event
+from handler_base.http import platform_app, sse_event, stream_events
 
 
 class Echo(BaseModel):
@@ -111,3 +115,76 @@ def test_file_upload_openapi_documents_the_form_and_other_bodies() -> None:
     assert form["required"] == ["file"]
     assert form["properties"] == {"file": BINARY_SCHEMA, "language": {"type": "string"}}
     assert body["content"]["audio/wav"] == {"schema": BINARY_SCHEMA}
+
+
+def streaming_client(closed: list[str]) -> TestClient:
+    """An app whose ``/stream/{how}`` streams two words, then ends as ``how`` says."""
+    app = platform_app("stream-test")
+
+    async def words(how: str) -> AsyncGenerator[str, None]:
+        try:
+            if how == "refused":
+                raise UnavailableError("down before the first word")
+            yield "one"
+            yield "two"
+            if how == "platform-error":
+                raise NotFoundError("gone midway")
+            if how == "bug":
+                raise KeyError("a bug")
+        finally:
+            closed.append(how)
+
+    @app.get("/stream/{how}")
+    async def stream(how: str) -> StreamingResponse:
+        return await stream_events(
+            words(how),
+            lambda word: sse_event({"text": word}, event="text"),
+            failure="the words failed",
+            error_event="error",
+            opening=[sse_event("start")],
+            closing=[sse_event("[DONE]")],
+        )
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_stream_events_sends_items_between_opening_and_closing() -> None:
+    closed: list[str] = []
+    response = streaming_client(closed).get("/stream/fine")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.text == (
+        "data: start\n\n"
+        'event: text\ndata: {"text":"one"}\n\n'
+        'event: text\ndata: {"text":"two"}\n\n'
+        "data: [DONE]\n\n"
+    )
+    assert closed == ["fine"]
+
+
+def test_stream_events_refused_before_the_first_item_is_an_error_response() -> None:
+    closed: list[str] = []
+    response = streaming_client(closed).get("/stream/refused")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert closed == ["refused"]
+
+
+def test_stream_events_ends_any_later_failure_with_an_error_event() -> None:
+    closed: list[str] = []
+    client = streaming_client(closed)
+    for how, code, message in [
+        ("platform-error", "not_found", "gone midway"),
+        ("bug", "internal", "the words failed"),
+    ]:
+        events = client.get(f"/stream/{how}").text.split("\n\n")
+        assert events[1:3] == [
+            'event: text\ndata: {"text":"one"}',
+            'event: text\ndata: {"text":"two"}',
+        ]
+        name, data = events[3].split("\n")
+        assert name == "event: error"
+        error = json.loads(data.removeprefix("data: "))["error"]
+        assert (error["code"], error["message"]) == (code, message)
+        assert "[DONE]" not in events[4:]
+    assert closed == ["platform-error", "bug"]

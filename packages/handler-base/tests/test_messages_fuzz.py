@@ -32,6 +32,7 @@ from handler_base.errors import (
     PlatformError,
     validate_as,
 )
+from handler_base.filters import MAX_FILTER_CHARS
 from handler_base.http import platform_app
 from handler_base.knowledge import (
     MAX_DOCUMENT_CHARS,
@@ -50,7 +51,6 @@ from handler_base.knowledge import (
 )
 from handler_base.messages import (
     MAX_AUDIO_BYTES,
-    MAX_FILTER_CHARS,
     MAX_HISTORY_CHARS,
     MAX_HISTORY_MESSAGES,
     MAX_PIPELINE_PARAMS_CHARS,

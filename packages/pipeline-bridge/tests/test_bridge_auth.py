@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from chat_handler.rag import NO_SOURCES_ANSWER
 from handler_base.errors import NotFoundError, RequestTimeoutError, UnavailableError
 from handler_base.messages import ChatRequest, ChatResponse, PipelineRunAccepted, PipelineTrigger
 from handler_base.messaging import connect, request
-from handler_base.rag import NO_SOURCES_ANSWER
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
 from handler_base.testing.nats_auth import (

@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from chat_handler.rag import NO_SOURCES_ANSWER
 from handler_base.errors import InvalidRequestError
 from handler_base.messages import ChatRequest, ChatResponse, VoiceRequest, VoiceResponse
 from handler_base.messaging import (
@@ -43,7 +44,6 @@ from handler_base.messaging import (
     request,
     request_durably,
 )
-from handler_base.rag import NO_SOURCES_ANSWER
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
 from handler_base.testing.nats_fixtures import NatsServerFactory, nats_test_settings
@@ -145,7 +145,7 @@ def stack(
     """Deploy the models, chat (exporting its spans to ``otlp``) and voice; ingest the fact."""
     from ray import serve
 
-    from chat_handler.deployment import ChatDeployment
+    from chat_handler.deployment import ChatArgs, ChatDeployment
     from voice_assistant import build_app as build_voice
 
     data_dir = tmp_path_factory.mktemp("bridge-data")
@@ -168,7 +168,7 @@ def stack(
                     }
                 },
             }
-        ).bind(milvus_uri=str(data_dir / "milvus.db"), temperature=0.0),
+        ).bind(ChatArgs(milvus_uri=str(data_dir / "milvus.db"))),
         "voice": build_voice(None),
     }
     for name, app in apps.items():

@@ -86,7 +86,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
         serve.run(module.build_app(model_args.get(name)), name=name, route_prefix=f"/{name}")
     milvus_uri = str(data_dir / "milvus.db")
     serve.run(
-        build_chat({"milvus_uri": milvus_uri, "temperature": 0.0}),
+        build_chat({"milvus_uri": milvus_uri}),
         name="chat",
         route_prefix="/chat",
     )
@@ -393,7 +393,7 @@ async def test_the_chat_client_over_http(stack: str) -> None:
 
     An empty collection is answered without the LLM, and a bad filter fails in the search.
     """
-    from handler_base.rag import NO_SOURCES_ANSWER
+    from chat_handler.rag import NO_SOURCES_ANSWER
 
     settings = Settings(chat_url=f"{stack}/chat")
     request = ChatRequest(query=QUESTION, collection="nothing_here")

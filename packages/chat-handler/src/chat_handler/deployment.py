@@ -1,9 +1,11 @@
 """The chat deployment: ``/chat`` answered with RAG, and the ``/chat/knowledge`` API.
 
-It owns the knowledge base (Milvus Lite under ``DATA_DIR`` by default, or the
-``milvus_uri`` builder argument): in the embedded stack it is the one process that
-opens the database. The models are reached through their clients (Ray handle first,
-HTTP fallback).
+It owns the knowledge base: a :class:`~chat_handler.stores.KnowledgeStore`, Milvus Lite
+under ``DATA_DIR`` by default (in the embedded stack it is the one process that opens the
+database), the Milvus server of ``milvus_uri``, or memory (``store: memory``). The RAG
+pipeline, its prompt and its chunking are configured by the builder's ``rag`` argument
+(:class:`~chat_handler.rag.RAGConfig`), so changing them redeploys this application
+only. The models are reached through their clients (Ray handle first, HTTP fallback).
 
 Handle methods, for the voice handler and the NATS bridge: :meth:`ChatDeployment.chat`
 (a whole ChatResponse) and :meth:`ChatDeployment.chat_stream` (text pieces, then the
@@ -15,7 +17,7 @@ ChatResponse; call it with ``handle.options(stream=True)``); for the knowledge b
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
 # routes' body models themselves, not their names.
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Query
@@ -37,12 +39,12 @@ from chat_handler.models import (
     SearchRequest,
     SearchResponse,
 )
-from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
-from handler_base.clients.milvus import quote_string
+from chat_handler.rag import RAGConfig, RAGPipeline, document_filter
+from chat_handler.stores import StoreKind, open_store
+from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
 from handler_base.deployment import CHAT_BODY_BYTES, INGEST_BODY_BYTES, HandlerArgs
 from handler_base.errors import (
     InvalidRequestError,
-    PlatformError,
     error_from_validation,
     validate_as,
 )
@@ -51,7 +53,7 @@ from handler_base.http import (
     configure_guard,
     platform_app,
     sse_event,
-    sse_response,
+    stream_events,
 )
 from handler_base.inference import (
     AssistantMessage,
@@ -61,7 +63,6 @@ from handler_base.inference import (
     completion_id,
 )
 from handler_base.messages import DEFAULT_COLLECTION, ChatRequest, ChatResponse, HistoryMessage
-from handler_base.rag import RAGConfig, RAGPipeline
 from handler_base.settings import Settings
 from handler_base.telemetry import continue_trace, setup_telemetry
 
@@ -99,16 +100,24 @@ def chat_request_of(body: RagCompletionRequest) -> ChatRequest:
         raise error_from_validation(exc) from exc
 
 
-async def _first_then_rest(
-    items: AsyncGenerator[str | ChatResponse, None],
-) -> tuple[str | ChatResponse, AsyncGenerator[str | ChatResponse, None]]:
-    """The first item (so errors before it become an error response), and the generator."""
-    try:
-        first = await anext(items)
-    except BaseException:
-        await items.aclose()
-        raise
-    return first, items
+class ChatArgs(HandlerArgs):
+    """Builder arguments of the chat application (the Serve config's ``args``).
+
+    Attributes:
+        store: The knowledge store: ``milvus`` (Lite under ``DATA_DIR``, or the server of
+            ``MILVUS_URI``/``MILVUS_HOST``), or ``memory`` (empty at start, gone at exit).
+        milvus_uri: The Milvus knowledge base (a Lite ``.db`` path or a server URL); the
+            settings' when None.
+        llm_model: The ``model`` the LLM requests name: Ray Serve LLM's model id (its
+            ``model_loading_config.model_id``) in the gpu profile; None in the cpu profile,
+            whose LLM answers any name.
+        rag: The pipeline: prompt template, context budget, temperature, chunking.
+    """
+
+    store: StoreKind = "milvus"
+    milvus_uri: str | None = None
+    llm_model: str | None = Field(default=None, min_length=1)
+    rag: RAGConfig = Field(default_factory=RAGConfig)
 
 
 @serve.deployment(name="ChatDeployment")
@@ -116,36 +125,28 @@ async def _first_then_rest(
 class ChatDeployment:
     """Answers questions from the knowledge base it owns."""
 
-    def __init__(
-        self,
-        milvus_uri: str | None = None,
-        temperature: float = 0.0,
-        admission: AdmissionLimits | None = None,
-        llm_model: str | None = None,
-    ) -> None:
-        """Make the clients and the pipeline (nothing is connected yet).
+    def __init__(self, args: ChatArgs, admission: AdmissionLimits | None = None) -> None:
+        """Make the clients, the store and the pipeline (nothing is connected yet).
 
         Args:
-            milvus_uri: The knowledge base (a Milvus Lite ``.db`` path or a server URL);
-                the settings' (``MILVUS_URI``, ``MILVUS_HOST``, or Lite under
-                ``DATA_DIR``) when None.
-            temperature: Sampling temperature of the answers (0: greedy).
-            admission: The request guard's limits of this replica (HTTP only).
-            llm_model: The ``model`` every LLM request names (Ray Serve LLM's model id in
-                the gpu profile); None: the LLM service's own.
+            args: The validated builder arguments.
+            admission: The request guard's limits, when not those of ``args`` (a
+                benchmark's unbounded guard).
         """
         settings = Settings()
-        configure_guard(api, admission, settings)
-        if milvus_uri is not None:
-            settings = settings.model_copy(update={"milvus_uri": milvus_uri, "milvus_host": None})
+        configure_guard(api, admission or args.admission(), settings)
+        if args.milvus_uri is not None:
+            settings = settings.model_copy(
+                update={"milvus_uri": args.milvus_uri, "milvus_host": None}
+            )
         setup_telemetry(settings, service_name="chat-handler")
-        self.store = MilvusClient(settings)
+        self.store = open_store(args.store, settings)
         self.pipeline = RAGPipeline(
             EmbeddingsClient(settings),
             self.store,
-            LLMClient(settings, model=llm_model),
+            LLMClient(settings, model=args.llm_model),
             RerankerClient(settings),
-            RAGConfig(temperature=temperature),
+            args.rag,
         )
 
     # --- handle methods -----------------------------------------------------------------
@@ -208,14 +209,12 @@ class ChatDeployment:
             PlatformError: A bad request, or a store that failed.
         """
         body = validate_as(DeleteRequest, request)
-        deleted = await self.store.delete(
-            body.collection, filter=f"doc_id == {quote_string(body.id)}"
-        )
+        deleted = await self.store.delete(body.collection, filter=document_filter(body.id))
         return DeleteResponse(deleted=deleted)
 
     async def collections(self) -> CollectionsResponse:
         """The collections and their chunk counts."""
-        found = await self.store.list_collections()
+        found = await self.store.collections()
         return CollectionsResponse(
             collections=[CollectionSummary(name=c.name, count=c.count) for c in found]
         )
@@ -227,26 +226,18 @@ class ChatDeployment:
         """``POST /chat``: a ChatResponse, or SSE ``text`` events then ``done``."""
         if not body.stream:
             return await self.pipeline.answer(body)
-        first, rest = await _first_then_rest(self.pipeline.stream(body))
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                item = first
-                while True:
-                    if isinstance(item, ChatResponse):
-                        yield sse_event(item, event="done")
-                    else:
-                        yield sse_event({"text": item}, event="text")
-                    try:
-                        item = await anext(rest)
-                    except StopAsyncIteration:
-                        return
-            except PlatformError as exc:
-                yield sse_event(exc.to_reply(), event="error")
-            finally:
-                await rest.aclose()
+        def event_of(item: str | ChatResponse) -> str:
+            if isinstance(item, ChatResponse):
+                return sse_event(item, event="done")
+            return sse_event({"text": item}, event="text")
 
-        return sse_response(events())
+        return await stream_events(
+            self.pipeline.stream(body),
+            event_of,
+            failure="the chat answer failed",
+            error_event="error",
+        )
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(
@@ -266,7 +257,6 @@ class ChatDeployment:
                 ],
                 sources=answer.sources,
             )
-        first, rest = await _first_then_rest(self.pipeline.stream(request))
         chunk_id = completion_id()
 
         def chunk(delta: ChunkDelta, **fields: Any) -> str:
@@ -279,26 +269,18 @@ class ChatDeployment:
                 )
             )
 
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield chunk(ChunkDelta(role="assistant", content=""))
-                item = first
-                while True:
-                    if isinstance(item, ChatResponse):
-                        yield chunk(ChunkDelta(), finish="stop", sources=item.sources)
-                    else:
-                        yield chunk(ChunkDelta(content=item))
-                    try:
-                        item = await anext(rest)
-                    except StopAsyncIteration:
-                        break
-                yield "data: [DONE]\n\n"
-            except PlatformError as exc:
-                yield sse_event(exc.to_reply())
-            finally:
-                await rest.aclose()
+        def chunk_of(item: str | ChatResponse) -> str:
+            if isinstance(item, ChatResponse):
+                return chunk(ChunkDelta(), finish="stop", sources=item.sources)
+            return chunk(ChunkDelta(content=item))
 
-        return sse_response(events())
+        return await stream_events(
+            self.pipeline.stream(request),
+            chunk_of,
+            failure="the chat answer failed",
+            opening=[chunk(ChunkDelta(role="assistant", content=""))],
+            closing=[sse_event("[DONE]")],
+        )
 
     @api.post("/knowledge/documents")
     async def post_documents(self, body: IngestRequest) -> IngestResponse:
@@ -324,22 +306,6 @@ class ChatDeployment:
         return await self.collections()
 
 
-class ChatArgs(HandlerArgs):
-    """Builder arguments of the chat application (the Serve config's ``args``).
-
-    Attributes:
-        milvus_uri: The knowledge base; the settings' when None.
-        temperature: Sampling temperature of the answers.
-        llm_model: The ``model`` the LLM requests name: Ray Serve LLM's model id (its
-            ``model_loading_config.model_id``) in the gpu profile; None in the cpu profile,
-            whose LLM answers any name.
-    """
-
-    milvus_uri: str | None = None
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    llm_model: str | None = Field(default=None, min_length=1)
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The chat application (``import_path: chat_handler:build_app``, route ``/chat``).
 
@@ -349,14 +315,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment; nothing is opened until a replica starts.
     """
-    a = ChatArgs.model_validate(args or {})
+    validated = ChatArgs.model_validate(args or {})
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
-        **a.deployment_options()
-    ).bind(
-        milvus_uri=a.milvus_uri,
-        temperature=a.temperature,
-        admission=a.admission(),
-        llm_model=a.llm_model,
-    )
+        **validated.deployment_options()
+    ).bind(validated)
     return application

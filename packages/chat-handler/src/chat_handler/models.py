@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from handler_base.filters import KnowledgeFilter
 from handler_base.inference import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -20,7 +21,6 @@ from handler_base.knowledge import (
     CollectionSummary,
     DeleteRequest,
     DeleteResponse,
-    FilterExpression,
     IngestRequest,
     IngestResponse,
     KnowledgeDocument,
@@ -36,7 +36,6 @@ __all__ = [
     "CollectionsResponse",
     "DeleteRequest",
     "DeleteResponse",
-    "FilterExpression",
     "IngestRequest",
     "IngestResponse",
     "KnowledgeDocument",
@@ -54,7 +53,7 @@ class RagCompletionRequest(ChatCompletionRequest):
     collection: CollectionName = DEFAULT_COLLECTION
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     top_n: int = Field(default=5, ge=1, le=MAX_TOP_K)
-    filter: FilterExpression | None = None
+    filter: KnowledgeFilter | None = None
 
 
 class RagCompletionResponse(ChatCompletionResponse):

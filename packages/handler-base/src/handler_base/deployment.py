@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from handler_base.filters import MAX_FILTER_CHARS
 from handler_base.http import AdmissionLimits
 from handler_base.inference import (
     MAX_CHAT_MESSAGE_CHARS,
@@ -29,7 +30,6 @@ from handler_base.inference import (
 )
 from handler_base.messages import (
     MAX_AUDIO_BYTES,
-    MAX_FILTER_CHARS,
     MAX_HISTORY_CHARS,
     MAX_HISTORY_MESSAGES,
     MAX_QUERY_CHARS,

@@ -24,9 +24,9 @@ import logging
 import math
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +50,8 @@ from handler_base.errors import (
 from handler_base.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
 
 _CODE_OF_STATUS = {
     400: ErrorCode.INVALID_REQUEST,
@@ -614,6 +616,62 @@ def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def stream_events(
+    items: AsyncGenerator[_Item, None],
+    encode: Callable[[_Item], str],
+    *,
+    failure: str,
+    error_event: str | None = None,
+    opening: Sequence[str] = (),
+    closing: Sequence[str] = (),
+) -> StreamingResponse:
+    """An SSE response of ``items``, errors included, once the first item is there.
+
+    The first item is awaited before the response starts, so a request refused before
+    any output (a bad request, a service that is down) is answered with its status and
+    the error shape. After that the status is sent: an error ends the stream with an
+    error event in the error shape (``event: error_event`` when given, else data only),
+    a :class:`PlatformError` with its own code and message, anything else as
+    ``internal`` with ``failure`` (and a log line with its traceback). The generator is
+    closed however the stream ends, a client that goes away included.
+
+    Args:
+        items: What to send, in order.
+        encode: One item as a formatted event (:func:`sse_event`).
+        failure: The message of an unexpected exception, e.g. "the voice answer failed".
+        error_event: The SSE event name of an error; None for a ``data:``-only event.
+        opening: Events sent before the first item.
+        closing: Events sent after the last item (not after an error).
+
+    Raises:
+        PlatformError: What the generator raised before its first item.
+    """
+    try:
+        first = await anext(items)
+    except BaseException:
+        await items.aclose()
+        raise
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            for event in opening:
+                yield event
+            yield encode(first)
+            async for item in items:
+                yield encode(item)
+            for event in closing:
+                yield event
+        except PlatformError as exc:
+            yield sse_event(exc.to_reply(), event=error_event)
+        except Exception:
+            logger.exception("%s", failure)
+            yield sse_event(InternalError(failure).to_reply(), event=error_event)
+        finally:
+            await items.aclose()
+
+    return sse_response(events())
 
 
 BINARY_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from handler_base.filters import KnowledgeFilter
 from handler_base.messages import (
     DEFAULT_COLLECTION,
-    MAX_FILTER_CHARS,
     MAX_TOP_K,
     CollectionName,
     Query,
     Source,
 )
-
-if TYPE_CHECKING:
-    from handler_base.rag.documents import Document
+from handler_base.rag.documents import Document
 
 MAX_INGEST_DOCUMENTS = 1000
 """Documents one ingest request may carry."""
@@ -34,7 +32,6 @@ MAX_DOCUMENT_ID_CHARS = 512
 METADATA_INT_RANGE = (-(2**63), 2**63 - 1)
 """Integers the store's JSON field keeps (pymilvus encodes it with orjson: 64 bits)."""
 
-FilterExpression = Annotated[str, StringConstraints(max_length=MAX_FILTER_CHARS)]
 DocumentId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_DOCUMENT_ID_CHARS)]
 
 
@@ -84,9 +81,6 @@ class KnowledgeDocument(_Body):
 
     def to_document(self) -> Document:
         """The pipeline's Document; ``title`` in the metadata becomes its title."""
-        # Imported here: handler_base.rag imports the clients, which import this module.
-        from handler_base.rag.documents import Document
-
         doc_id = self.id or hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
         title = self.metadata.get("title")
         return Document(
@@ -120,7 +114,7 @@ class SearchRequest(_Body):
     query: Query
     collection: CollectionName = DEFAULT_COLLECTION
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
-    filter: FilterExpression | None = None
+    filter: KnowledgeFilter | None = None
 
 
 class SearchResponse(_Body):

@@ -26,13 +26,13 @@ from pydantic import (
 )
 
 from handler_base.errors import too_large
+from handler_base.filters import KnowledgeFilter
 
 MAX_QUERY_CHARS = 8000
 MAX_HISTORY_MESSAGES = 50
 MAX_HISTORY_CHARS = 8000
 """Per message of the history."""
 MAX_TOP_K = 100
-MAX_FILTER_CHARS = 2000
 MAX_REQUEST_ID_CHARS = 128
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 """Decoded audio per voice request (the same cap as OpenAI's transcription API)."""
@@ -128,8 +128,9 @@ class ChatRequest(_RetrievalOptions):
 
     query: Query
     history: list[HistoryMessage] = Field(default_factory=list, max_length=MAX_HISTORY_MESSAGES)
-    filter: Annotated[str, StringConstraints(max_length=MAX_FILTER_CHARS)] | None = None
-    """A Milvus boolean expression over the chunk metadata, e.g. ``doc_id == "a"``."""
+    filter: KnowledgeFilter | None = None
+    """Which chunks to search: a structured filter (:mod:`handler_base.filters`), or a
+    Milvus boolean expression such as ``doc_id == "a"`` (the Milvus store only)."""
     stream: bool = False
     """HTTP only: answer as server-sent events."""
 

@@ -163,12 +163,5 @@ def test_chunks_carry_doc_id_index_title_and_metadata() -> None:
     assert [c.id for c in chunk_document(document, 120, 30)] == [c.id for c in chunks]
 
 
-def test_a_chunk_becomes_a_knowledge_record() -> None:
-    (chunk,) = chunk_document(Document(id="d", text="Hello there."))
-    record = chunk.to_record([0.5, 0.5])
-    assert record.id == chunk.id
-    assert (record.doc_id, record.chunk_index, record.text) == ("d", 0, "Hello there.")
-
-
 def test_an_empty_document_has_no_chunks() -> None:
     assert chunk_document(Document(id="d", text="   ")) == []

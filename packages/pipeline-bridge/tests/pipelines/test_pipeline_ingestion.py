@@ -46,9 +46,7 @@ def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactor
         args = {"profile": "cpu"} if name == "llm" else None
         serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
     milvus_uri = str(tmp_path_factory.mktemp("pipeline-milvus") / "milvus.db")
-    serve.run(
-        build_app({"milvus_uri": milvus_uri, "temperature": 0.0}), name="chat", route_prefix="/chat"
-    )
+    serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
     try:
         yield f"{serve_instance.http_url}/chat"
     finally:

@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +43,13 @@ from ray import serve
 from ray.serve import Application
 
 from handler_base.deployment import LLM_BODY_BYTES
-from handler_base.errors import ErrorReply, InternalError, PlatformError, TooLargeError
+from handler_base.errors import InternalError, PlatformError, TooLargeError
 from handler_base.http import (
     AdmissionLimits,
     configure_guard,
     platform_app,
     sse_event,
-    sse_response,
+    stream_events,
 )
 from handler_base.inference import (
     MAX_COMPLETION_TOKENS,
@@ -344,29 +344,6 @@ _END = object()
 """Put on a generation's queue after its last event."""
 
 
-async def _sse_chunks(
-    first: ChatCompletionChunk, chunks: AsyncGenerator[ChatCompletionChunk, None]
-) -> AsyncIterator[str]:
-    """The stream's chunks as server-sent events, ending ``data: [DONE]``.
-
-    An error after the stream has started can no longer change the status: it is sent
-    as an error event (``data: {"error": ...}``) and the stream ends without
-    ``[DONE]``.
-    """
-    try:
-        yield sse_event(first)
-        async for chunk in chunks:
-            yield sse_event(chunk)
-        yield sse_event("[DONE]")
-    except PlatformError as exc:
-        yield sse_event(exc.to_reply())
-    except Exception:
-        logger.exception("the chat completion stream failed")
-        yield sse_event(ErrorReply.of(InternalError.code, "the model failed while generating"))
-    finally:
-        await chunks.aclose()
-
-
 @serve.deployment(name="LLMDeployment")
 @serve.ingress(api)
 class LLMDeployment:
@@ -419,11 +396,15 @@ class LLMDeployment:
         """The OpenAI chat completion route: the whole answer, or SSE chunks."""
         if not body.stream:
             return await self.chat(body)
-        chunks = self.chat_stream(body)
         # The first chunk comes once generating has begun, so a prompt that is too long
-        # is answered with its status rather than inside a 200 stream.
-        first = await anext(chunks)
-        return sse_response(_sse_chunks(first, chunks))
+        # is answered with its status rather than inside a 200 stream. An error after
+        # that ends the stream with `data: {"error": ...}` and no `[DONE]`.
+        return await stream_events(
+            self.chat_stream(body),
+            sse_event,
+            failure="the model failed while generating",
+            closing=[sse_event("[DONE]")],
+        )
 
     @api.get("/v1/models")
     async def list_models(self) -> ModelList:

@@ -18,7 +18,7 @@ VoiceResponse) and :meth:`VoiceDeployment.voice_stream` (the events; call it wit
 # routes' annotations themselves, not their names.
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,9 +31,7 @@ from starlette.datastructures import UploadFile
 from handler_base.clients import ChatClient, STTClient, TTSClient
 from handler_base.deployment import VOICE_BODY_BYTES, HandlerArgs
 from handler_base.errors import (
-    InternalError,
     InvalidRequestError,
-    PlatformError,
     TooLargeError,
     error_from_validation,
     validate_as,
@@ -45,7 +43,7 @@ from handler_base.http import (
     file_upload_openapi,
     platform_app,
     sse_event,
-    sse_response,
+    stream_events,
 )
 from handler_base.messages import MAX_AUDIO_BYTES, VoiceEvent, VoiceRequest, VoiceResponse
 from handler_base.settings import Settings
@@ -132,18 +130,6 @@ async def voice_request_of(request: Request) -> VoiceRequest:
     return validate_as(VoiceRequest, {**fields, "audio": audio})
 
 
-async def _first_then_rest(
-    events: AsyncGenerator[VoiceEvent, None],
-) -> tuple[VoiceEvent, AsyncGenerator[VoiceEvent, None]]:
-    """The first event (so a bad request is answered with its status), and the rest."""
-    try:
-        first = await anext(events)
-    except BaseException:
-        await events.aclose()
-        raise
-    return first, events
-
-
 def _sse_of(event: VoiceEvent) -> str:
     """The event as SSE: named by its type, the other fields as the JSON data."""
     return sse_event(event.model_dump(mode="json", exclude={"type"}), event=event.type)
@@ -208,22 +194,12 @@ class VoiceDeployment:
     async def post_voice_stream(self, request: Request) -> StreamingResponse:
         """``POST /voice/stream``: SSE ``transcript``, ``text``, ``audio``, then ``done``."""
         body = await voice_request_of(request)
-        first, rest = await _first_then_rest(self.assistant.stream(body))
-
-        async def events() -> AsyncIterator[str]:
-            try:
-                yield _sse_of(first)
-                async for event in rest:
-                    yield _sse_of(event)
-            except PlatformError as exc:
-                yield sse_event(exc.to_reply(), event="error")
-            except Exception:
-                logger.exception("the voice stream of request %s failed", body.request_id)
-                yield sse_event(InternalError("the voice answer failed").to_reply(), event="error")
-            finally:
-                await rest.aclose()
-
-        return sse_response(events())
+        return await stream_events(
+            self.assistant.stream(body),
+            _sse_of,
+            failure="the voice answer failed",
+            error_event="error",
+        )
 
 
 class VoiceArgs(VoiceConfig, HandlerArgs):

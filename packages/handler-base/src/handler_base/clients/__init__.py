@@ -5,13 +5,6 @@ from handler_base.clients.chat import ChatClient
 from handler_base.clients.embeddings import EmbeddingsClient
 from handler_base.clients.knowledge import KnowledgeClient
 from handler_base.clients.llm import LLMClient
-from handler_base.clients.milvus import (
-    CollectionInfo,
-    KnowledgeRecord,
-    MilvusClient,
-    quote_string,
-    record_id,
-)
 from handler_base.clients.reranker import RerankerClient
 from handler_base.clients.stt import STTClient
 from handler_base.clients.tts import TTSClient
@@ -21,18 +14,13 @@ __all__ = [
     "CallPath",
     "ChatClient",
     "ClientMode",
-    "CollectionInfo",
     "EmbeddingsClient",
     "KnowledgeClient",
-    "KnowledgeRecord",
     "LLMClient",
-    "MilvusClient",
     "RerankerClient",
     "STTClient",
     "ServerSentEvent",
     "ServiceClient",
     "TTSClient",
     "VoiceClient",
-    "quote_string",
-    "record_id",
 ]

@@ -1,4 +1,7 @@
-"""Retrieval-augmented generation: documents, chunking, prompts and the pipeline."""
+"""Documents for the knowledge base: loading files and cutting them into chunks.
+
+The RAG pipeline and its prompt live in ``chat_handler.rag``: the chat handler owns them.
+"""
 
 from handler_base.rag.chunking import (
     DEFAULT_CHUNK_OVERLAP,
@@ -12,26 +15,18 @@ from handler_base.rag.documents import (
     chunk_document,
     load_document,
     parse_document,
+    record_id,
 )
-from handler_base.rag.pipeline import NO_SOURCES_ANSWER, RERANKED_KEY, RAGConfig, RAGPipeline
-from handler_base.rag.prompt import SYSTEM_PROMPT, Prompt, PromptBudget, build_prompt
 
 __all__ = [
     "DEFAULT_CHUNK_OVERLAP",
     "DEFAULT_CHUNK_SIZE",
-    "NO_SOURCES_ANSWER",
-    "RERANKED_KEY",
-    "SYSTEM_PROMPT",
     "Chunk",
     "Document",
-    "Prompt",
-    "PromptBudget",
-    "RAGConfig",
-    "RAGPipeline",
-    "build_prompt",
     "chunk_document",
     "chunk_text",
     "load_document",
     "parse_document",
+    "record_id",
     "split_sentences",
 ]

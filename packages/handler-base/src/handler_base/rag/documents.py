@@ -7,17 +7,18 @@ of each page: a scanned PDF without one has no text, and says so).
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from handler_base.clients.milvus import KnowledgeRecord, record_id
-from handler_base.errors import InvalidRequestError
+from handler_base.errors import InvalidRequestError, UnavailableError
 from handler_base.rag.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, chunk_text
 
 _MARKDOWN_TITLE = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -65,15 +66,21 @@ class Chunk(BaseModel):
         """The record id: derived from the content, so re-ingesting it adds nothing."""
         return record_id(self.doc_id, self.chunk_index, self.text)
 
-    def to_record(self, vector: Sequence[float]) -> KnowledgeRecord:
-        """The chunk with its embedding, ready for :meth:`MilvusClient.upsert`."""
-        return KnowledgeRecord(
-            text=self.text,
-            vector=list(vector),
-            doc_id=self.doc_id,
-            chunk_index=self.chunk_index,
-            metadata=self.metadata,
-        )
+
+def record_id(doc_id: str, chunk_index: int, text: str) -> str:
+    """The id of a chunk: SHA-256 (hex) of its document id, position and text.
+
+    "The same chunk" is the same text at the same position of the same document, so
+    ingesting it again (into any collection) gives the same id and the store keeps it
+    once. The vector and the metadata are not part of the id: re-ingesting a chunk with
+    a new embedding model or new metadata updates it in place. The same text in two
+    documents is two chunks, so deleting one document leaves the other whole.
+
+    Returns:
+        64 lowercase hex characters.
+    """
+    key = json.dumps([doc_id, chunk_index, text], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def markdown_title(text: str) -> str | None:
@@ -198,8 +205,13 @@ def _read_html(data: bytes, name: str) -> tuple[str, str | None]:
 
 
 def _read_pdf(data: bytes, name: str) -> tuple[str, str | None]:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+    except ImportError:
+        raise UnavailableError(
+            f"cannot read {name!r}: PDF support is not installed (pip install 'handler-base[pdf]')"
+        ) from None
 
     try:
         reader = PdfReader(io.BytesIO(data))

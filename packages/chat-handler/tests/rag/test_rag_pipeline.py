@@ -1,7 +1,8 @@
-"""The RAG pipeline of handler_base with the real models on the session's Ray cluster.
+"""The RAG pipeline with the real models on the session's Ray cluster.
 
 The embeddings, reranker and LLM apps of ray_inference are deployed; the pipeline
-reaches them through handles. The knowledge base is Milvus Lite in this process.
+reaches them through handles. The knowledge base is Milvus Lite in this process (and
+the in-memory store, for retrieval).
 """
 
 import time
@@ -10,18 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from handler_base.clients import EmbeddingsClient, LLMClient, MilvusClient, RerankerClient
+from chat_handler.rag import NO_SOURCES_ANSWER, RERANKED_KEY, RAGPipeline, document_filter
+from chat_handler.stores import InMemoryStore, MilvusStore
+from chat_handler.testing import lite_settings
+from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
 from handler_base.errors import InvalidRequestError, UnavailableError
 from handler_base.messages import ChatRequest, ChatResponse
-from handler_base.rag import (
-    NO_SOURCES_ANSWER,
-    RERANKED_KEY,
-    Document,
-    RAGConfig,
-    RAGPipeline,
-    load_document,
-)
-from handler_base.testing.milvus_fixtures import lite_settings
+from handler_base.rag import Document, load_document
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference import embeddings, llm, reranker
 
@@ -70,8 +66,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Document]:
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MilvusClient]:
-    client = MilvusClient(lite_settings(tmp_path_factory.mktemp("milvus")))
+async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[MilvusStore]:
+    client = MilvusStore(lite_settings(tmp_path_factory.mktemp("milvus")))
     try:
         yield client
     finally:
@@ -80,15 +76,15 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Milvu
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def pipeline(
-    model_apps: None, store: MilvusClient, corpus: list[Document]
+    model_apps: None, store: MilvusStore, corpus: list[Document]
 ) -> AsyncIterator[RAGPipeline]:
     async with (
         EmbeddingsClient(mode="handle") as embedder,
         LLMClient(mode="handle") as writer,
         RerankerClient(mode="handle") as ranker,
     ):
-        # Greedy decoding, so the streamed and the whole answer can be compared.
-        rag = RAGPipeline(embedder, store, writer, ranker, RAGConfig(temperature=0))
+        # Greedy decoding (the default), so the streamed and the whole answer can be compared.
+        rag = RAGPipeline(embedder, store, writer, ranker)
         await rag.ingest(COLLECTION, corpus)
         yield rag
 
@@ -129,7 +125,7 @@ async def test_the_stream_ends_with_the_whole_text_and_the_same_sources(
 
 
 async def test_ingesting_again_adds_nothing_and_a_changed_document_replaces_its_chunks(
-    pipeline: RAGPipeline, store: MilvusClient, corpus: list[Document]
+    pipeline: RAGPipeline, store: MilvusStore, corpus: list[Document]
 ) -> None:
     before = await store.count(COLLECTION)
     await pipeline.ingest(COLLECTION, corpus)
@@ -139,17 +135,42 @@ async def test_ingesting_again_adds_nothing_and_a_changed_document_replaces_its_
     await pipeline.ingest(COLLECTION, [changed])
     assert await store.count(COLLECTION) == before
     found = await store.search(
-        COLLECTION, await pipeline.embeddings.embed_one("support desk"), 10, 'doc_id == "hours"'
+        COLLECTION,
+        await pipeline.embeddings.embed_one("support desk"),
+        10,
+        document_filter("hours"),
     )
     assert [s.text for s in found] == [changed.text]
     await pipeline.ingest(COLLECTION, [hours])
 
 
-async def test_a_filter_keeps_other_documents_out(pipeline: RAGPipeline) -> None:
-    request = ChatRequest(query=QUESTION, collection=COLLECTION, filter='doc_id == "qp7"')
+@pytest.mark.parametrize(
+    "filter",
+    [
+        'doc_id == "qp7"',
+        {"field": "doc_id", "value": "qp7"},
+        {"not": {"field": "doc_id", "op": "in", "value": ["zx41", "hours"]}},
+    ],
+)
+async def test_a_filter_keeps_other_documents_out(pipeline: RAGPipeline, filter: object) -> None:
+    request = ChatRequest.model_validate(
+        {"query": QUESTION, "collection": COLLECTION, "filter": filter}
+    )
     sources = await pipeline.retrieve(request)
     assert sources
     assert {s.metadata["doc_id"] for s in sources} == {"qp7"}
+
+
+async def test_the_pipeline_retrieves_the_same_from_the_in_memory_store(
+    pipeline: RAGPipeline, corpus: list[Document]
+) -> None:
+    memory = RAGPipeline(pipeline.embeddings, InMemoryStore(), pipeline.llm, pipeline.reranker)
+    await memory.ingest(COLLECTION, corpus)
+    request = ChatRequest(query=QUESTION, collection=COLLECTION, top_n=3)
+    from_memory = await memory.retrieve(request)
+    from_milvus = await pipeline.retrieve(request)
+    assert [s.id for s in from_memory] == [s.id for s in from_milvus]
+    assert FACT in from_memory[0].text
 
 
 async def test_a_malformed_filter_is_an_invalid_request(pipeline: RAGPipeline) -> None:
@@ -160,7 +181,7 @@ async def test_a_malformed_filter_is_an_invalid_request(pipeline: RAGPipeline) -
 
 @pytest.mark.parametrize("collection", ["empty_one", "never_made"])
 async def test_no_sources_gives_an_answer_that_says_so(
-    pipeline: RAGPipeline, store: MilvusClient, collection: str
+    pipeline: RAGPipeline, store: MilvusStore, collection: str
 ) -> None:
     if collection == "empty_one":
         await store.ensure_collection(collection)

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from handler_base.rag import RAGConfig
+from chat_handler.rag import RAGConfig
 
 
 def test_defaults_fit_the_cpu_llm() -> None:
@@ -18,3 +18,10 @@ def test_overlap_must_be_below_the_chunk_size() -> None:
 def test_config_round_trips_through_a_dict() -> None:
     config = RAGConfig(temperature=0, chunk_size=400, chunk_overlap=50)
     assert RAGConfig.model_validate(config.model_dump()) == config
+
+
+def test_the_prompt_template_must_say_where_the_passages_go() -> None:
+    with pytest.raises(ValidationError, match="passages"):
+        RAGConfig(prompt_template="Answer briefly.")
+    custom = RAGConfig(prompt_template="Be brief.\n{passages}")
+    assert custom.prompt_template.endswith("{passages}")

@@ -1,9 +1,10 @@
 """The RAG pipeline: embed the question, search, rerank, prompt, generate.
 
-One pipeline serves the chat and the voice handlers. Its clients are injected, so it
-runs the same through Ray handles or over HTTP::
+The chat handler runs it (the voice handler asks the chat handler). Its clients and its
+knowledge store are injected, so it runs the same through Ray handles or over HTTP,
+over Milvus or another :class:`~chat_handler.stores.KnowledgeStore`::
 
-    pipeline = RAGPipeline(EmbeddingsClient(), MilvusClient(), LLMClient(), RerankerClient())
+    pipeline = RAGPipeline(EmbeddingsClient(), MilvusStore(), LLMClient(), RerankerClient())
     response = await pipeline.answer(ChatRequest(query="What does the ZX-41 cost?"))
     async for item in pipeline.stream(request):
         ...  # str pieces of the answer, then the ChatResponse
@@ -26,18 +27,25 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chat_handler.rag.prompt import (
+    PASSAGES_FIELD,
+    PROMPT_TEMPLATE,
+    Prompt,
+    PromptBudget,
+    build_prompt,
+)
+from chat_handler.stores import KnowledgeRecord, KnowledgeStore
 from handler_base.clients.embeddings import EmbeddingsClient
 from handler_base.clients.llm import LLMClient
-from handler_base.clients.milvus import MilvusClient, quote_string
 from handler_base.clients.reranker import RerankerClient
 from handler_base.errors import RequestTimeoutError, UnavailableError
+from handler_base.filters import AllOf, FieldCondition
 from handler_base.inference import ChatCompletionRequest
 from handler_base.messages import ChatRequest, ChatResponse, ChatTimings, Source
 from handler_base.rag.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from handler_base.rag.documents import Document, chunk_document
-from handler_base.rag.prompt import SYSTEM_PROMPT, Prompt, PromptBudget, build_prompt
 from handler_base.telemetry import span
 
 logger = logging.getLogger(__name__)
@@ -53,13 +61,13 @@ SEARCH_SCORE_KEY = "search_score"
 
 
 class RAGConfig(BaseModel):
-    """Settings of a :class:`RAGPipeline`.
+    """Settings of a :class:`RAGPipeline`: the chat application's ``rag`` builder argument.
 
     Attributes:
         budget: The LLM's context budget for the prompt.
         temperature: Sampling temperature of the answer; 0 (greedy) by default: it keeps a
             small model closest to the passages and answers a question the same way each time.
-        system_prompt: The instructions for the model.
+        prompt_template: The system prompt; its ``{passages}`` becomes the numbered passages.
         no_sources_answer: The answer when no passage was found.
         chunk_size: Characters per chunk at ingest.
         chunk_overlap: Characters of whole sentences repeated between chunks at ingest.
@@ -69,10 +77,17 @@ class RAGConfig(BaseModel):
 
     budget: PromptBudget = Field(default_factory=PromptBudget)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    system_prompt: str = SYSTEM_PROMPT
-    no_sources_answer: str = NO_SOURCES_ANSWER
+    prompt_template: str = Field(default=PROMPT_TEMPLATE, min_length=1)
+    no_sources_answer: str = Field(default=NO_SOURCES_ANSWER, min_length=1)
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_passages(cls, template: str) -> str:
+        if PASSAGES_FIELD not in template:
+            raise ValueError(f"prompt_template must say where the passages go: {PASSAGES_FIELD}")
+        return template
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Self:
@@ -84,7 +99,7 @@ class RAGConfig(BaseModel):
 
 
 class RAGPipeline:
-    """Answers ChatRequests from a Milvus knowledge base (see the module doc).
+    """Answers ChatRequests from a knowledge store (see the module doc).
 
     Attributes:
         embeddings: Embeds questions and chunks.
@@ -97,7 +112,7 @@ class RAGPipeline:
     def __init__(
         self,
         embeddings: EmbeddingsClient,
-        store: MilvusClient,
+        store: KnowledgeStore,
         llm: LLMClient,
         reranker: RerankerClient | None = None,
         config: RAGConfig | None = None,
@@ -170,7 +185,7 @@ class RAGPipeline:
             sources,
             request.history,
             self.config.budget,
-            self.config.system_prompt,
+            self.config.prompt_template,
         )
 
     def _completion(self, prompt: Prompt) -> ChatCompletionRequest:
@@ -249,7 +264,7 @@ class RAGPipeline:
     async def ingest(self, collection: str, documents: Sequence[Document]) -> list[str]:
         """Chunk, embed and store documents; a document's old chunks are replaced.
 
-        Chunk ids derive from the content (:func:`~handler_base.clients.milvus.record_id`),
+        Chunk ids derive from the content (:func:`~handler_base.rag.record_id`),
         so ingesting the same document again adds nothing; chunks a changed document no
         longer has are deleted after its new ones are stored.
 
@@ -267,12 +282,17 @@ class RAGPipeline:
         for document in documents:
             chunks = chunk_document(document, self.config.chunk_size, self.config.chunk_overlap)
             vectors = await self.embeddings.embed([c.text for c in chunks])
-            records = [c.to_record(v) for c, v in zip(chunks, vectors, strict=True)]
+            records = [KnowledgeRecord.of(c, v) for c, v in zip(chunks, vectors, strict=True)]
             stored = await self.store.upsert(collection, records)
-            stale = f"doc_id == {quote_string(document.id)}"
+            stale: AllOf | FieldCondition = document_filter(document.id)
             if stored:
-                stale += f" and id not in [{', '.join(quote_string(i) for i in stored)}]"
-            if await self.store.has_collection(collection):
-                await self.store.delete(collection, filter=stale)
+                kept = FieldCondition(field="id", op="not_in", value=list(stored))
+                stale = AllOf(all_=[stale, kept])
+            await self.store.delete(collection, filter=stale)
             ids.extend(stored)
         return ids
+
+
+def document_filter(doc_id: str) -> FieldCondition:
+    """The filter that selects every chunk of document ``doc_id``."""
+    return FieldCondition(field="doc_id", op="eq", value=doc_id)

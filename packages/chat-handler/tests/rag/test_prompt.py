@@ -1,5 +1,7 @@
+from chat_handler.rag.prompt import PROMPT_TEMPLATE, PromptBudget, build_prompt
 from handler_base.messages import HistoryMessage, Source
-from handler_base.rag.prompt import SYSTEM_PROMPT, PromptBudget, build_prompt
+
+INSTRUCTIONS = PROMPT_TEMPLATE.removesuffix("{passages}")
 
 
 def source(n: int, size: int = 100) -> Source:
@@ -16,7 +18,7 @@ def test_everything_fits_in_a_large_budget() -> None:
     roles = [m.role for m in prompt.messages]
     assert roles == ["system", "user", "assistant", "user"]
     system = prompt.messages[0].content
-    assert system.startswith(f"{SYSTEM_PROMPT}\n\nPassages:\n[1] passage 1 ")
+    assert system.startswith(f"{INSTRUCTIONS}[1] passage 1 ")
     assert "\n\n[2] passage 2 " in system
     assert prompt.messages[-1].content == "What?"
     assert [s.id for s in prompt.sources] == ["s1", "s2"]
@@ -24,8 +26,17 @@ def test_everything_fits_in_a_large_budget() -> None:
 
 
 def test_the_system_prompt_asks_for_citations_and_honesty() -> None:
-    assert "[1]" in SYSTEM_PROMPT
-    assert "don't know" in SYSTEM_PROMPT
+    assert "[1]" in INSTRUCTIONS
+    assert "don't know" in INSTRUCTIONS
+
+
+def test_a_template_places_the_passages_where_it_says() -> None:
+    template = "Context:\n{passages}\n\nAnswer in French, and {braces} stay as written."
+    prompt = build_prompt("Q?", [source(1, 5), source(2, 5)], template=template)
+    assert prompt.messages[0].content == (
+        "Context:\n[1] passage 1 xxxxx\n\n[2] passage 2 xxxxx"
+        "\n\nAnswer in French, and {braces} stay as written."
+    )
 
 
 def test_oldest_history_goes_first_then_lowest_ranked_passages() -> None:
@@ -54,7 +65,7 @@ def test_no_passages_fit_gives_an_empty_passage_list_and_the_question() -> None:
     budget = PromptBudget(context_tokens=100, answer_tokens=10, chars_per_token=3.0)
     prompt = build_prompt("Q?", [source(1, 500)], budget=budget)
     assert prompt.sources == []
-    assert "[1]" not in prompt.messages[0].content.removeprefix(SYSTEM_PROMPT)
+    assert prompt.messages[0].content == INSTRUCTIONS
     assert prompt.messages[-1].content == "Q?"
 
 

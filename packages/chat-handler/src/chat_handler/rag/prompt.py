@@ -4,6 +4,9 @@ The budget is counted in characters, as a proxy for tokens (``chars_per_token``)
 default of 3 characters a token is cautious for English, so a prompt that fits here
 fits the model. When everything does not fit, the oldest history goes first, then the
 lowest-ranked passages. The system prompt and the question always stay.
+
+The system prompt is a template (``RAGConfig.prompt_template``, a field of the chat
+application's Serve config): its ``{passages}`` is replaced by the numbered passages.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from handler_base.inference import ChatMessage
 from handler_base.messages import HistoryMessage, Source
 
-SYSTEM_PROMPT = (
+PASSAGES_FIELD = "{passages}"
+"""Where a prompt template takes the numbered passages."""
+
+PROMPT_TEMPLATE = (
     "Answer the question using only the numbered passages below. Cite the passages you "
     "use by their number, like [1]. If the passages do not contain the answer, say that "
-    "you don't know."
+    "you don't know.\n\nPassages:\n" + PASSAGES_FIELD
 )
 """Tells the model to answer from the passages, cite them, and admit when it can't."""
 
@@ -70,9 +76,9 @@ def format_passages(sources: Sequence[Source]) -> str:
     return "\n\n".join(f"[{n}] {source.text.strip()}" for n, source in enumerate(sources, 1))
 
 
-def system_message(system_prompt: str, sources: Sequence[Source]) -> str:
-    """The system message: the instructions, then the numbered passages."""
-    return f"{system_prompt}\n\nPassages:\n{format_passages(sources)}"
+def system_message(template: str, sources: Sequence[Source]) -> str:
+    """The system message: ``template`` with the numbered passages in its ``{passages}``."""
+    return template.replace(PASSAGES_FIELD, format_passages(sources))
 
 
 def build_prompt(
@@ -80,11 +86,11 @@ def build_prompt(
     sources: Sequence[Source],
     history: Sequence[HistoryMessage] = (),
     budget: PromptBudget | None = None,
-    system_prompt: str = SYSTEM_PROMPT,
+    template: str = PROMPT_TEMPLATE,
 ) -> Prompt:
     """Build the chat messages of a RAG answer within ``budget``.
 
-    The messages are the system prompt followed by the numbered passages (best first),
+    The messages are the system prompt holding the numbered passages (best first),
     the history (oldest first), then the question as the last user message (the
     135M-parameter cpu model answers from the passages far more often in this layout
     than with the passages in the user message). Over budget, the
@@ -97,7 +103,7 @@ def build_prompt(
         sources: The passages, best first.
         history: The earlier turns, oldest first.
         budget: The context budget; the defaults of :class:`PromptBudget` when None.
-        system_prompt: The instructions for the model.
+        template: The system prompt, with ``{passages}`` where the passages go.
 
     Returns:
         The messages and the passages they hold.
@@ -108,7 +114,7 @@ def build_prompt(
 
     def size() -> int:
         return (
-            len(system_message(system_prompt, kept_sources))
+            len(system_message(template, kept_sources))
             + sum(len(m.content) for m in kept_history)
             + len(query)
             + MESSAGE_OVERHEAD_CHARS * (len(kept_history) + 2)
@@ -120,7 +126,7 @@ def build_prompt(
         else:
             kept_sources.pop()
     messages = [
-        ChatMessage(role="system", content=system_message(system_prompt, kept_sources)),
+        ChatMessage(role="system", content=system_message(template, kept_sources)),
         *(ChatMessage(role=m.role, content=m.content) for m in kept_history),
         ChatMessage(role="user", content=query),
     ]

@@ -1,6 +1,6 @@
-"""The knowledge store: chunks of documents and their embeddings in Milvus.
+"""The Milvus knowledge store: chunks of documents and their embeddings in Milvus.
 
-:class:`MilvusClient` talks to Milvus Lite by default (a database under the data folder,
+:class:`MilvusStore` talks to Milvus Lite by default (a database under the data folder,
 ``Settings.milvus_target``) or to a Milvus server named by ``MILVUS_URI`` or
 ``MILVUS_HOST``. Collections are made on first write with the configured dimension and a
 COSINE index.
@@ -18,8 +18,10 @@ field                     what it holds
 ``metadata``              JSON, everything else (title, path, language...)
 ========================  ============================================================
 
-Filter examples: ``doc_id == "guide"``, ``doc_id in ["a", "b"]``, ``chunk_index < 3``,
-``metadata["lang"] == "en"``, ``json_contains(metadata["tags"], "faq")``. Build string
+Structured filters (:mod:`handler_base.filters`) become Milvus expressions
+(:func:`milvus_expression`). A filter string is passed to Milvus as written, e.g.
+``doc_id == "guide"``, ``doc_id in ["a", "b"]``, ``chunk_index < 3``,
+``metadata["lang"] == "en"``, ``json_contains(metadata["tags"], "faq")``; build string
 literals with :func:`quote_string`. Dynamic fields are off: free-form keys live under
 ``metadata`` and can never collide with the fixed fields.
 
@@ -34,11 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import importlib
-import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +45,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-
+from chat_handler.stores.base import (
+    CHUNK_INDEX_FIELD,
+    DOC_ID_FIELD,
+    MAX_DOC_ID_BYTES,
+    MAX_TEXT_BYTES,
+    CollectionInfo,
+    KnowledgeRecord,
+    check_collection_name,
+    check_dimension,
+    check_query,
+)
 from handler_base.errors import (
     InternalError,
     InvalidRequestError,
@@ -55,11 +63,9 @@ from handler_base.errors import (
     PlatformError,
     RequestTimeoutError,
     UnavailableError,
-    describe_validation_error,
-    too_large,
 )
-from handler_base.knowledge import storable_metadata
-from handler_base.messages import CollectionName, Source
+from handler_base.filters import AllOf, AnyOf, FieldCondition, Filter, KnowledgeFilter, Not, Scalar
+from handler_base.messages import Source
 from handler_base.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -69,22 +75,11 @@ _T = TypeVar("_T")
 ID_FIELD: Final = "id"
 VECTOR_FIELD: Final = "vector"
 TEXT_FIELD: Final = "text"
-DOC_ID_FIELD: Final = "doc_id"
-CHUNK_INDEX_FIELD: Final = "chunk_index"
 METADATA_FIELD: Final = "metadata"
 _OUTPUT_FIELDS: Final = [TEXT_FIELD, DOC_ID_FIELD, CHUNK_INDEX_FIELD, METADATA_FIELD]
-_RESERVED_METADATA_KEYS: Final = frozenset({DOC_ID_FIELD, CHUNK_INDEX_FIELD})
 
 ID_LENGTH: Final = 64
 """Characters of a record id (a SHA-256 in hex)."""
-MAX_TEXT_BYTES: Final = 65_535
-"""UTF-8 bytes of a chunk's text: Milvus's largest VARCHAR."""
-MAX_DOC_ID_BYTES: Final = 512
-"""UTF-8 bytes of a document id."""
-MAX_METADATA_BYTES: Final = 65_536
-"""Bytes of a chunk's metadata as JSON: Milvus's default limit for a JSON field."""
-MAX_TOP_K: Final = 16_384
-"""Milvus's largest ``limit`` for a search."""
 UPSERT_BATCH_SIZE: Final = 256
 """Records sent in one upsert request (keeps requests well under gRPC's message limit)."""
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -97,8 +92,6 @@ _CONNECT_FAILED_CODE: Final = 2
 # Status codes that mean "the request is wrong": the legacy illegal-argument family
 # (Milvus Lite answers 6 for a malformed filter) and the server's ParameterInvalid range.
 _INPUT_ERROR_CODES: Final = frozenset({5, 6, 7, 1100, 1101, 1102})
-
-_collection_name: TypeAdapter[str] = TypeAdapter(CollectionName)
 
 
 class _DropRpcErrorLogs(logging.Filter):
@@ -125,120 +118,7 @@ def _pymilvus() -> Any:
     return module
 
 
-# --- Records ---------------------------------------------------------------------------
-
-
-def record_id(doc_id: str, chunk_index: int, text: str) -> str:
-    """The id of a chunk: SHA-256 (hex) of its document id, position and text.
-
-    "The same chunk" is the same text at the same position of the same document, so
-    ingesting it again (into any collection) gives the same id and Milvus's upsert
-    stores it once. The vector and the metadata are not part of the id: re-ingesting a
-    chunk with a new embedding model or new metadata updates it in place. The same
-    text in two documents is two chunks, so deleting one document leaves the other
-    whole.
-
-    Args:
-        doc_id: The document's id.
-        chunk_index: The chunk's position in the document.
-        text: The chunk's text.
-
-    Returns:
-        64 lowercase hex characters.
-    """
-    key = json.dumps([doc_id, chunk_index, text], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-class KnowledgeRecord(BaseModel):
-    """One chunk of a document with its embedding, ready to be upserted.
-
-    Size limits raise errors that :func:`handler_base.errors.error_from_validation`
-    maps to ``too_large``; other bad values map to ``invalid_request``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    text: str = Field(min_length=1)
-    """The chunk's text, at most :data:`MAX_TEXT_BYTES` UTF-8 bytes."""
-    vector: list[float] = Field(min_length=1)
-    """The chunk's embedding: finite, not all zero, of the collection's dimension."""
-    doc_id: str = Field(min_length=1)
-    """The document the chunk came from; ``doc_id == "..."`` selects its chunks."""
-    chunk_index: int = Field(default=0, ge=0, le=2**63 - 1)
-    """The chunk's position in its document."""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    """Free-form JSON (title, path, language...); filter it as ``metadata["key"]``."""
-
-    @field_validator("text")
-    @classmethod
-    def _text_size(cls, value: str) -> str:
-        size = len(value.encode("utf-8"))
-        if size > MAX_TEXT_BYTES:
-            raise too_large(
-                "text is {size} bytes as UTF-8, over the limit of {limit}",
-                size=size,
-                limit=MAX_TEXT_BYTES,
-            )
-        return value
-
-    @field_validator("doc_id")
-    @classmethod
-    def _doc_id_size(cls, value: str) -> str:
-        if len(value.encode("utf-8")) > MAX_DOC_ID_BYTES:
-            raise too_large("doc_id is over the limit of {limit} bytes", limit=MAX_DOC_ID_BYTES)
-        return value
-
-    @field_validator("vector")
-    @classmethod
-    def _vector_usable(cls, value: list[float]) -> list[float]:
-        _check_vector_values(value)
-        return value
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_json(cls, value: dict[str, Any]) -> dict[str, Any]:
-        reserved = _RESERVED_METADATA_KEYS.intersection(value)
-        if reserved:
-            raise ValueError(f"metadata must not hold {sorted(reserved)}: they are fields")
-        storable_metadata(value)
-        try:
-            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"metadata is not JSON: {exc}") from exc
-        size = len(encoded.encode("utf-8"))
-        if size > MAX_METADATA_BYTES:
-            raise too_large(
-                "metadata is {size} bytes as JSON, over the limit of {limit}",
-                size=size,
-                limit=MAX_METADATA_BYTES,
-            )
-        return value
-
-    @property
-    def id(self) -> str:
-        """The record's primary key, derived from its content (see :func:`record_id`)."""
-        return record_id(self.doc_id, self.chunk_index, self.text)
-
-    def to_row(self) -> dict[str, Any]:
-        """The record as a Milvus row of the knowledge schema."""
-        return {
-            ID_FIELD: self.id,
-            VECTOR_FIELD: self.vector,
-            TEXT_FIELD: self.text,
-            DOC_ID_FIELD: self.doc_id,
-            CHUNK_INDEX_FIELD: self.chunk_index,
-            METADATA_FIELD: self.metadata,
-        }
-
-
-class CollectionInfo(BaseModel):
-    """A collection and the number of chunks it holds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    count: int
+# --- Filters ---------------------------------------------------------------------------
 
 
 def quote_string(value: str) -> str:
@@ -256,11 +136,64 @@ def quote_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _check_vector_values(vector: Sequence[float]) -> None:
-    if not all(math.isfinite(x) for x in vector):
-        raise ValueError("vector holds NaN or infinity")
-    if not any(vector):
-        raise ValueError("vector is all zeros (cosine similarity is undefined)")
+_COMPARISONS: Final = {"eq": "==", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def milvus_expression(filter: KnowledgeFilter | None) -> str:
+    """The Milvus boolean expression of a filter ("" for none); a string is taken as written."""
+    if filter is None:
+        return ""
+    if isinstance(filter, str):
+        return filter.strip()
+    return _expression(filter)
+
+
+def _expression(filter: Filter) -> str:
+    if isinstance(filter, AllOf):
+        return " and ".join(f"({_expression(f)})" for f in filter.all_)
+    if isinstance(filter, AnyOf):
+        return " or ".join(f"({_expression(f)})" for f in filter.any_)
+    if isinstance(filter, Not):
+        return f"not ({_expression(filter.not_)})"
+    return _condition(filter)
+
+
+def _condition(condition: FieldCondition) -> str:
+    path = condition.metadata_path
+    field = (
+        condition.field
+        if path is None
+        else METADATA_FIELD + "".join(f"[{quote_string(key)}]" for key in path)
+    )
+    value = condition.value
+    if condition.op == "contains":
+        if path is None:
+            raise InvalidRequestError(f"'contains' needs a metadata list, not {condition.field!r}")
+        expression = f"json_contains({field}, {_literal(value)})"
+    elif isinstance(value, list):
+        if path is None:
+            expression = f"{field} {condition.op.replace('_', ' ')} {_literal(value)}"
+        else:  # Milvus takes `in` on plain fields only.
+            expression = " or ".join(f"{field} == {_literal(v)}" for v in value)
+            if condition.op == "not_in":
+                expression = f"not ({expression})"
+    else:
+        expression = f"{field} {_COMPARISONS[condition.op]} {_literal(value)}"
+    if path is None:
+        return expression
+    # Milvus compares a missing key as null, which `not` keeps null; the contract says a
+    # condition on a missing key is false, so that `not` makes it true.
+    return f"exists {field} and ({expression})"
+
+
+def _literal(value: Scalar | list[Scalar]) -> str:
+    if isinstance(value, list):
+        return f"[{', '.join(_literal(v) for v in value)}]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return quote_string(value)
+    return repr(value)
 
 
 # --- Milvus Lite: one embedded server per database, shared within the process -------------
@@ -305,7 +238,7 @@ class _Collection:
     """Why the collection cannot hold knowledge records, or None when it can."""
 
 
-class MilvusClient:
+class MilvusStore:
     """Async knowledge store over Milvus Lite or a Milvus server.
 
     The client connects on first use, so building one does no I/O and never fails for
@@ -319,7 +252,7 @@ class MilvusClient:
 
     Example::
 
-        async with MilvusClient(Settings()) as store:
+        async with MilvusStore(Settings()) as store:
             await store.upsert("default", [KnowledgeRecord(text=..., vector=..., doc_id="a")])
             sources = await store.search("default", query_vector, top_k=5)
     """
@@ -369,7 +302,7 @@ class MilvusClient:
         return self._target
 
     def __repr__(self) -> str:
-        return f"MilvusClient(target={self._target!r}, dim={self.dim})"
+        return f"MilvusStore(target={self._target!r}, dim={self.dim})"
 
     # --- Lifecycle ----------------------------------------------------------------------
 
@@ -446,8 +379,8 @@ class MilvusClient:
         Raises:
             InvalidRequestError: Bad collection name, or a vector of the wrong dimension.
         """
-        name = _check_collection_name(collection)
-        rows = list({record.id: record.to_row() for record in records}.values())
+        name = check_collection_name(collection)
+        rows = list({record.id: _row(record) for record in records}.values())
         ids = [record.id for record in records]
         if not rows:
             return ids
@@ -468,7 +401,7 @@ class MilvusClient:
         collection: str,
         vector: Sequence[float],
         top_k: int = 10,
-        filter: str | None = None,
+        filter: KnowledgeFilter | None = None,
         *,
         missing_ok: bool = True,
     ) -> list[Source]:
@@ -477,9 +410,9 @@ class MilvusClient:
         Args:
             collection: The collection's name.
             vector: The query embedding, of the collection's dimension.
-            top_k: How many chunks to return at most (1 to :data:`MAX_TOP_K`).
-            filter: A Milvus boolean expression over the fields (see the module doc);
-                None or blank for no filter.
+            top_k: How many chunks to return at most (1 to ``MAX_SEARCH_TOP_K``).
+            filter: A structured filter, or a Milvus boolean expression over the fields
+                (see the module doc); None or blank for no filter.
             missing_ok: What a collection that does not exist gives: an empty list when
                 True (what RAG wants: no sources), :class:`NotFoundError` when False.
 
@@ -491,15 +424,9 @@ class MilvusClient:
             InvalidRequestError: Bad name, ``top_k``, vector or filter expression.
             NotFoundError: The collection does not exist and ``missing_ok`` is False.
         """
-        name = _check_collection_name(collection)
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise InvalidRequestError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        query = [float(x) for x in vector]
-        try:
-            _check_vector_values(query)
-        except ValueError as exc:
-            raise InvalidRequestError(f"query {exc}") from None
-        expression = (filter or "").strip()
+        name = check_collection_name(collection)
+        query = check_query(vector, top_k)
+        expression = milvus_expression(filter)
 
         def search(milvus: Any) -> list[Source]:
             info = self._open_collection(milvus, name, create=False)
@@ -525,17 +452,17 @@ class MilvusClient:
         self,
         collection: str,
         ids: Sequence[str] | None = None,
-        filter: str | None = None,
+        filter: KnowledgeFilter | None = None,
     ) -> int:
         """Delete records by id, by filter, or both (records that match both).
 
-        Deleting a whole document: ``filter=f"doc_id == {quote_string(doc_id)}"``.
+        Deleting a whole document: ``filter=FieldCondition(field="doc_id", value=doc_id)``.
         A collection that does not exist holds nothing to delete: the answer is 0.
 
         Args:
             collection: The collection's name.
             ids: Record ids to delete.
-            filter: A Milvus boolean expression selecting the records to delete.
+            filter: A structured filter or a Milvus expression selecting the records.
 
         Returns:
             How many records were deleted.
@@ -543,8 +470,8 @@ class MilvusClient:
         Raises:
             InvalidRequestError: Neither ids nor filter given, or a bad filter.
         """
-        name = _check_collection_name(collection)
-        user_filter = (filter or "").strip()
+        name = check_collection_name(collection)
+        user_filter = milvus_expression(filter)
         if ids is None and not user_filter:
             raise InvalidRequestError("delete needs ids or a filter (drop the collection instead)")
         expression = user_filter
@@ -570,7 +497,7 @@ class MilvusClient:
         Raises:
             NotFoundError: The collection does not exist.
         """
-        name = _check_collection_name(collection)
+        name = check_collection_name(collection)
 
         def count(milvus: Any) -> int:
             if self._open_collection(milvus, name, create=False) is None:
@@ -579,10 +506,10 @@ class MilvusClient:
 
         return await self._run(count, collection=name, operation="count")
 
-    async def list_collections(self) -> list[CollectionInfo]:
+    async def collections(self) -> list[CollectionInfo]:
         """Every collection of the database with its exact count, sorted by name."""
 
-        def list_collections(milvus: Any) -> list[CollectionInfo]:
+        def collections(milvus: Any) -> list[CollectionInfo]:
             infos = []
             for name in sorted(milvus.list_collections(timeout=self._timeout_s)):
                 try:
@@ -596,11 +523,11 @@ class MilvusClient:
                         self._collections.pop(name, None)
             return infos
 
-        return await self._run(list_collections, operation="list collections")
+        return await self._run(collections, operation="list collections")
 
     async def has_collection(self, collection: str) -> bool:
         """True when the collection exists."""
-        name = _check_collection_name(collection)
+        name = check_collection_name(collection)
         return await self._run(
             lambda milvus: self._open_collection(milvus, name, create=False) is not None,
             collection=name,
@@ -609,7 +536,7 @@ class MilvusClient:
 
     async def ensure_collection(self, collection: str) -> None:
         """Make the collection now if it does not exist (upsert does it on its own)."""
-        name = _check_collection_name(collection)
+        name = check_collection_name(collection)
         await self._run(
             lambda milvus: self._open_collection(milvus, name, create=True),
             collection=name,
@@ -622,7 +549,7 @@ class MilvusClient:
         Returns:
             True when it existed.
         """
-        name = _check_collection_name(collection)
+        name = check_collection_name(collection)
 
         def drop(milvus: Any) -> bool:
             with self._state_lock:
@@ -790,11 +717,7 @@ class MilvusClient:
     def _check_dimension(name: str, info: _Collection, vector: Sequence[float]) -> None:
         if info.problem is not None:
             raise InvalidRequestError(f"collection {name!r} {info.problem}")
-        if info.dim is not None and len(vector) != info.dim:
-            raise InvalidRequestError(
-                f"collection {name!r} holds {info.dim}-dimensional vectors, "
-                f"got one of {len(vector)} dimensions"
-            )
+        check_dimension(name, info.dim, vector)
 
     def _count(self, milvus: Any, name: str, expression: str) -> int:
         rows = milvus.query(
@@ -810,16 +733,6 @@ class MilvusClient:
 # --- Helpers ---------------------------------------------------------------------------
 
 
-def _check_collection_name(name: str) -> str:
-    try:
-        return _collection_name.validate_python(name)
-    except ValidationError as exc:
-        raise InvalidRequestError(
-            f"invalid collection name {name!r}: {describe_validation_error(exc)} "
-            "(a letter or underscore, then letters, digits or underscores, at most 255)"
-        ) from None
-
-
 def _describe(description: dict[str, Any]) -> _Collection:
     fields = {f["name"]: f for f in description.get("fields", [])}
     missing = [
@@ -831,6 +744,18 @@ def _describe(description: dict[str, Any]) -> _Collection:
     vector = fields.get(VECTOR_FIELD)
     dim = vector.get("params", {}).get("dim") if vector else None
     return _Collection(dim=int(dim) if dim is not None else None, problem=problem)
+
+
+def _row(record: KnowledgeRecord) -> dict[str, Any]:
+    """The record as a Milvus row of the knowledge schema."""
+    return {
+        ID_FIELD: record.id,
+        VECTOR_FIELD: record.vector,
+        TEXT_FIELD: record.text,
+        DOC_ID_FIELD: record.doc_id,
+        CHUNK_INDEX_FIELD: record.chunk_index,
+        METADATA_FIELD: record.metadata,
+    }
 
 
 def _source(hit: Any) -> Source:

@@ -1,10 +1,10 @@
 """Pytest fixtures for code that stores knowledge in Milvus: real Milvus Lite, no mocks.
 
-Load with ``pytest_plugins = ["handler_base.testing.milvus_fixtures"]``.
+Load with ``pytest_plugins = ["chat_handler.testing"]``.
 
 - ``milvus_settings``: Settings whose Milvus is a fresh Milvus Lite database in the
   test's ``tmp_path`` (384 dimensions, the embeddings model's).
-- ``milvus_client``: a :class:`~handler_base.clients.milvus.MilvusClient` on those
+- ``milvus_store``: a :class:`~chat_handler.stores.MilvusStore` on those
   settings, closed after the test (which stops the embedded server and frees the file).
 - ``milvus_server_uri``: ``http://127.0.0.1:PORT`` of a Milvus-protocol gRPC server
   (Milvus Lite's own server) running in this process, to test the server code path
@@ -17,11 +17,32 @@ import contextlib
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from handler_base.clients.milvus import MilvusClient
+from chat_handler.stores import KnowledgeRecord, MilvusStore
 from handler_base.settings import Settings
+
+SMALL_DIM = 8
+"""Dimension of the hand-made vectors of store tests: small, so they run fast."""
+
+
+def axis(i: int, *, tilt: float = 0.0, dim: int = SMALL_DIM) -> list[float]:
+    """The unit vector along axis ``i``, optionally tilted towards the next axis."""
+    vector = [0.0] * dim
+    vector[i] = 1.0
+    vector[(i + 1) % dim] = tilt
+    return vector
+
+
+def chunk_record(
+    text: str, doc_id: str = "doc", index: int = 0, *, along: int = 0, **metadata: Any
+) -> KnowledgeRecord:
+    """A record of :data:`SMALL_DIM` dimensions pointing along axis ``along``."""
+    return KnowledgeRecord(
+        text=text, vector=axis(along), doc_id=doc_id, chunk_index=index, metadata=metadata
+    )
 
 
 def lite_settings(data_dir: Path, *, embedding_dim: int = 384) -> Settings:
@@ -63,13 +84,13 @@ def milvus_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def milvus_client(milvus_settings: Settings) -> Iterator[MilvusClient]:
+def milvus_store(milvus_settings: Settings) -> Iterator[MilvusStore]:
     """A knowledge store on a fresh Milvus Lite database, closed after the test."""
-    client = MilvusClient(milvus_settings)
+    store = MilvusStore(milvus_settings)
     try:
-        yield client
+        yield store
     finally:
-        client.close()
+        store.close()
 
 
 @pytest.fixture
