@@ -207,3 +207,15 @@ def test_with_api_keys_the_stack_tells_its_own_callers_a_key_the_apps_accept(
         )
         assert not stack.service_api_key_accepted()
         assert stack.service_env()["SERVICE_API_KEY"] == "k-one"
+
+
+def test_aictl_local_imports_no_testing_helpers() -> None:
+    # A fresh interpreter: this test process has handler_base.testing loaded already.
+    probe = (
+        "import sys, aictl.local; "
+        "print(sorted(m for m in sys.modules if m.startswith('handler_base.testing')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"

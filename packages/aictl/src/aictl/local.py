@@ -37,9 +37,8 @@ from aictl.serve_api import ApplicationState, ServeApi, deploy_and_wait
 from handler_base.errors import PlatformError
 from handler_base.local_ray import init_local_ray
 from handler_base.messaging.connection import redact_url
+from handler_base.messaging.server import NatsServer, platform_nats
 from handler_base.settings import Settings
-from handler_base.testing.nats import NatsServer
-from handler_base.testing.platform import platform_nats
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
 """The NATS bridge: chat and voice requests over NATS answered by the Serve handlers.
 
 :class:`Bridge` does the work in one asyncio event loop: it connects to NATS (and keeps
-reconnecting), takes the requests of each :class:`Route` (``ai.chat.request`` to the
-chat handler, ``voice.request`` to the voice handler), calls the handler through its
-client (:class:`~handler_base.clients.ChatClient`, :class:`~handler_base.clients.VoiceClient`:
+reconnecting), takes the requests of each route of its table
+(:meth:`BridgeConfig.route_table <pipeline_bridge.config.BridgeConfig.route_table>`:
+``ai.chat.request`` to the chat handler, ``voice.request`` to the voice handler, and
+any route added there), calls the handler through the route's client
+(:class:`~handler_base.clients.ChatClient`, :class:`~handler_base.clients.VoiceClient`:
 a Ray handle inside Ray) and replies. :class:`NATSBridge` is the Ray actor around it:
 named, restartable, several sharing the work; :func:`start_bridges` and
 :func:`stop_bridges` run a set of them.
@@ -33,8 +35,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import nats.errors
@@ -42,7 +43,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StorageType
 from pydantic import BaseModel
 
-from handler_base.clients import ChatClient, VoiceClient
+from handler_base.clients import ServiceClient
 from handler_base.errors import (
     InternalError,
     InvalidRequestError,
@@ -52,7 +53,6 @@ from handler_base.errors import (
     TooLargeError,
     UnavailableError,
 )
-from handler_base.messages import ChatRequest, ChatResponse, VoiceRequest, VoiceResponse
 from handler_base.messaging import (
     REPLY_TO_HEADER,
     REQUEST_ID_HEADER,
@@ -76,6 +76,7 @@ from handler_base.settings import Settings
 from handler_base.telemetry import setup_telemetry, span
 from pipeline_bridge.config import BridgeConfig
 from pipeline_bridge.dedup import ReplyStore, reply_key
+from pipeline_bridge.routes import Route, bind_routes
 
 logger = logging.getLogger(__name__)
 
@@ -89,38 +90,6 @@ FINAL_ERRORS = (InvalidRequestError, TooLargeError, NotFoundError)
 
 WAIT_POLL_S = 0.25
 """How often a repeat checks whether the request it repeats has been answered."""
-
-
-@dataclass(frozen=True)
-class Route:
-    """One subject the bridge serves and the handler call that answers it.
-
-    Attributes:
-        name: Short name for logs and spans (``chat``, ``voice``).
-        subject: The NATS subject.
-        request_type: The request message model.
-        call: ``async def call(request) -> reply``.
-    """
-
-    name: str
-    subject: str
-    request_type: type[BaseModel]
-    call: Callable[[Any], Awaitable[BaseModel]]
-
-
-def routes_for(config: BridgeConfig, chat: ChatClient, voice: VoiceClient) -> list[Route]:
-    """The bridge's routes: chat and voice requests to their handlers."""
-
-    async def call_chat(request: ChatRequest) -> ChatResponse:
-        return await chat.chat(request)
-
-    async def call_voice(request: VoiceRequest) -> VoiceResponse:
-        return await voice.voice(request)
-
-    return [
-        Route("chat", config.chat_subject, ChatRequest, call_chat),
-        Route("voice", config.voice_subject, VoiceRequest, call_voice),
-    ]
 
 
 def _request_key(headers: Mapping[str, str], request: BaseModel, stream_seq: int) -> str:
@@ -141,23 +110,23 @@ class Bridge:
         config: Subjects, limits and mode.
         settings: NATS connection and the handler clients' settings; the environment's
             when None.
-        routes: The routes to serve; chat and voice through their clients when None.
+        routes: The routes to serve, each with its own call; when None, the config's
+            :meth:`~pipeline_bridge.config.BridgeConfig.route_table` through its clients
+            (made here, closed by :meth:`stop`).
     """
 
     def __init__(
         self,
         config: BridgeConfig,
         settings: Settings | None = None,
-        routes: list[Route] | None = None,
+        routes: Sequence[Route] | None = None,
     ) -> None:
         self.config = config
         self.settings = settings if settings is not None else Settings()
-        self._clients: list[ChatClient | VoiceClient] = []
+        self._clients: list[ServiceClient] = []
         if routes is None:
-            chat, voice = ChatClient(self.settings), VoiceClient(self.settings)
-            self._clients = [chat, voice]
-            routes = routes_for(config, chat, voice)
-        self.routes = routes
+            routes, self._clients = bind_routes(config.route_table(), self.settings)
+        self.routes = list(routes)
         self._routes_by_subject = {r.subject: r for r in routes}
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._admitted = 0

@@ -1,4 +1,4 @@
-"""Configuration of the NATS bridge: subjects, limits, delivery mode, JetStream names."""
+"""Configuration of the NATS bridge: its route table, limits, delivery mode, JetStream names."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from handler_base.clients import ChatClient, VoiceClient
+from handler_base.messages import ChatRequest, VoiceRequest
 from handler_base.settings import Settings
+from pipeline_bridge.routes import RouteSpec
 
 DeliveryMode = Literal["core", "at_least_once"]
 """``core``: plain NATS request/reply in a queue group (a request in flight when a bridge
@@ -25,6 +28,8 @@ class BridgeConfig(BaseModel):
 
     chat_subject: str = Field(default="ai.chat.request", min_length=1)
     voice_subject: str = Field(default="voice.request", min_length=1)
+    routes: tuple[RouteSpec, ...] = ()
+    """More routes, served beside chat and voice (see :meth:`route_table`)."""
     queue_group: str = Field(default="nats-bridge", min_length=1)
     """Core mode: the bridges of one queue group split the requests among them."""
     mode: DeliveryMode = "core"
@@ -66,8 +71,14 @@ class BridgeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.chat_subject == self.voice_subject:
-            raise ValueError("chat_subject and voice_subject must differ")
+        table = self.route_table()
+        for field, values in (
+            ("subject", [r.subject for r in table]),
+            ("name", [r.name for r in table]),
+        ):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise ValueError(f"two routes have the {field} {', '.join(repeated)}")
         if self.deadline_s > self.max_deadline_s:
             raise ValueError("deadline_s must not be over max_deadline_s")
         return self
@@ -89,7 +100,31 @@ class BridgeConfig(BaseModel):
         values.update(overrides)
         return cls(**values)
 
+    def route_table(self) -> tuple[RouteSpec, ...]:
+        """Every route the bridge serves: chat, voice, then :attr:`routes`.
+
+        A route of the platform is one entry here (its subject a field of this config
+        when it should be configurable); a deployment adds its own in :attr:`routes`.
+        """
+        return (
+            RouteSpec(
+                name="chat",
+                subject=self.chat_subject,
+                request_model=ChatRequest,
+                client=ChatClient,
+                method="chat",
+            ),
+            RouteSpec(
+                name="voice",
+                subject=self.voice_subject,
+                request_model=VoiceRequest,
+                client=VoiceClient,
+                method="voice",
+            ),
+            *self.routes,
+        )
+
     @property
     def subjects(self) -> list[str]:
         """The request subjects served."""
-        return [self.chat_subject, self.voice_subject]
+        return [route.subject for route in self.route_table()]

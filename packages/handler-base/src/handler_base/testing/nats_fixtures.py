@@ -3,7 +3,7 @@
 Enable it with ``pytest_plugins = ["handler_base.testing.nats_fixtures"]`` in a
 ``conftest.py``. Fixtures:
 
-* ``nats_server``: a started :class:`~handler_base.testing.nats.NatsServer` (JetStream on),
+* ``nats_server``: a started :class:`~handler_base.messaging.server.NatsServer` (JetStream on),
   one per test, stopped afterwards.
 * ``nats_server_factory``: starts servers with your own config or arguments (auth, TLS;
   :mod:`handler_base.testing.nats_auth` makes the certificates, creds files and configs).
@@ -25,8 +25,8 @@ import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from handler_base.messaging.connection import connect
+from handler_base.messaging.server import NatsServer
 from handler_base.settings import Settings
-from handler_base.testing.nats import NatsServer
 
 NatsServerFactory = Callable[..., NatsServer]
 NatsConnect = Callable[..., Awaitable[NATS]]

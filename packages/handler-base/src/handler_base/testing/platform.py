@@ -3,21 +3,26 @@
 :func:`deploy_apps` runs applications described the way :mod:`aictl.apps` describes them
 (``name``, ``route_prefix``, ``import_path``, ``args``), so a test deploys exactly what
 ``aictl up`` deploys, without this package importing the packages above it.
-:func:`platform_nats` is a ``nats-server`` that takes voice replies and can be restarted
-on the same URL.
+:func:`platform_nats` (from :mod:`handler_base.messaging.server`, where ``aictl up`` takes
+it too) is a ``nats-server`` that takes voice replies and can be restarted on the same URL.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Protocol
 
-from handler_base.testing.nats import NatsServer
+from handler_base.messaging.server import VOICE_MAX_PAYLOAD, platform_nats
 
-VOICE_MAX_PAYLOAD = 8 * 1024 * 1024
-"""NATS payload limit for the platform: a voice reply (WAV in base64) runs to megabytes."""
+__all__ = [
+    "VOICE_MAX_PAYLOAD",
+    "AppDescription",
+    "build_application",
+    "delete_apps",
+    "deploy_apps",
+    "platform_nats",
+]
 
 
 class AppDescription(Protocol):
@@ -74,14 +79,3 @@ def delete_apps(names: Iterable[str]) -> None:
 
     for name in reversed(list(names)):
         serve.delete(name)
-
-
-def platform_nats(port: int | None = None, workdir: Path | None = None) -> NatsServer:
-    """A JetStream ``nats-server`` (not started) for the platform: voice-sized payloads.
-
-    Args:
-        port: A fixed port, so that a restart keeps the URL; a free one when None (the
-            server keeps it across :meth:`NatsServer.restart` either way).
-        workdir: Where its store lives; a temporary folder when None.
-    """
-    return NatsServer(config=f"max_payload: {VOICE_MAX_PAYLOAD}\n", port=port, workdir=workdir)

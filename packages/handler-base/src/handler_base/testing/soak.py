@@ -531,7 +531,7 @@ def fault_schedule(every_s: float, bridge: Any, nats_server: Any) -> list[Fault]
     Args:
         every_s: Seconds between two faults (the first comes after ``every_s``).
         bridge: The bridge actor's handle (Ray restarts it).
-        nats_server: The :class:`~handler_base.testing.nats.NatsServer` to restart.
+        nats_server: The :class:`~handler_base.messaging.server.NatsServer` to restart.
     """
     slow_nats = ("nats chat_llm", "nats voice")
     return [
