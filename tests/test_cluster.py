@@ -34,7 +34,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
-from aictl.apps import MODEL_APPS
 from aictl.cli import app as cli
 from aictl.serve_api import ApplicationState, ServeApi
 from aictl.wheelhouse import (
@@ -57,6 +56,7 @@ from handler_base.testing.package_index import LocalIndex, build_wheels, package
 from handler_base.testing.platform import platform_nats
 from handler_base.testing.ray_fixtures import LOOPBACK, free_port
 from handler_base.testing.speech import speak
+from ray_inference.catalog import MODEL_APPS as MODEL_SPECS
 
 pytestmark = [
     pytest.mark.integration,
@@ -66,6 +66,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
+MODEL_APPS = tuple(spec.name for spec in MODEL_SPECS)
 HANDLERS = ("chat", "voice", "bridge")
 VERSION = version("handler-base")
 DEPLOY_TIMEOUT_S = 1500.0

@@ -1,4 +1,4 @@
-"""Every platform app's request guard, as its module declares it (no Ray needed).
+"""Every platform app's request guard, as its module or its contract declares it (no Ray).
 
 The guard answers before any route runs, so the real apps can be driven in-process: a body
 one byte over a route's limit is ``too_large``, and the app answers the next request.
@@ -12,6 +12,7 @@ from aictl.web import deployment as web
 from chat_handler import deployment as chat
 from handler_base import deployment as limits
 from handler_base.http import guard_of
+from handler_base.services import EMBEDDINGS, LLM, RERANKER, TTS, WHISPER
 from ray_inference import embeddings, llm, reranker, tts, whisper
 from voice_assistant import deployment as voice
 
@@ -22,11 +23,11 @@ ROUTES: list[tuple[str, FastAPI, str, int]] = [
     ("chat-ingest", chat.api, "/knowledge/documents", limits.INGEST_BODY_BYTES),
     ("voice", voice.api, "/", limits.VOICE_BODY_BYTES),
     ("voice-stream", voice.api, "/stream", limits.VOICE_BODY_BYTES),
-    ("embeddings", embeddings.api, "/v1/embeddings", limits.EMBEDDINGS_BODY_BYTES),
-    ("reranker", reranker.api, "/v1/rerank", limits.RERANKER_BODY_BYTES),
-    ("llm", llm.api, "/v1/chat/completions", limits.LLM_BODY_BYTES),
-    ("whisper", whisper.api, "/v1/audio/transcriptions", limits.WHISPER_BODY_BYTES),
-    ("tts", tts.api, "/v1/audio/speech", limits.TTS_BODY_BYTES),
+    ("embeddings", embeddings.api, "/v1/embeddings", EMBEDDINGS.max_body_bytes),
+    ("reranker", reranker.api, "/v1/rerank", RERANKER.max_body_bytes),
+    ("llm", llm.api, "/v1/chat/completions", LLM.max_body_bytes),
+    ("whisper", whisper.api, "/v1/audio/transcriptions", WHISPER.max_body_bytes),
+    ("tts", tts.api, "/v1/audio/speech", TTS.max_body_bytes),
     ("web", web.api, "/", limits.WEB_BODY_BYTES),
 ]
 
@@ -54,7 +55,7 @@ def test_the_limits_cover_the_largest_valid_bodies() -> None:
     from handler_base.messages import MAX_AUDIO_BYTES
 
     assert limits.VOICE_BODY_BYTES > MAX_AUDIO_BYTES * 4 / 3
-    assert limits.WHISPER_BODY_BYTES > MAX_TRANSCRIPTION_AUDIO_BYTES
+    assert WHISPER.max_body_bytes > MAX_TRANSCRIPTION_AUDIO_BYTES
     # aictl ingest sends 8 files a request: 8 of the largest documents in any UTF-8.
     assert limits.INGEST_BODY_BYTES > 8 * 4 * MAX_DOCUMENT_CHARS
     assert limits.CHAT_BODY_BYTES < limits.INGEST_BODY_BYTES

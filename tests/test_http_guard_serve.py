@@ -16,10 +16,8 @@ import pytest
 
 from chat_handler.deployment import ChatArgs, ChatDeployment
 from handler_base.deployment import CHAT_BODY_BYTES
-from handler_base.http import AdmissionLimits
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference import embeddings, llm, reranker
-from ray_inference.profiles import resources
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +39,12 @@ def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -
     """The model apps (embeddings with keys) and a guarded chat app; the proxy's URL."""
     from ray import serve
 
-    service = resources("embeddings", "cpu")
-    options = service.deployment_options()
+    embeddings_args = embeddings.EmbeddingsArgs(profile="cpu")
+    options = embeddings_args.deployment_options()
     options["ray_actor_options"] = {**options["ray_actor_options"], "runtime_env": keyed_env()}
     serve.run(
         embeddings.EmbeddingsDeployment.options(**options).bind(  # type: ignore[attr-defined]
-            admission=AdmissionLimits.of(service)
+            embeddings_args
         ),
         name="embeddings",
         route_prefix="/embeddings",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from aictl.apps import MODEL_APPS, StackOptions, applications
+from aictl.apps import StackOptions, applications
 from aictl.cli import app as cli
 from aictl.render import (
     ClusterOptions,
@@ -24,7 +24,9 @@ from aictl.render import (
     validate_rayservice,
     validate_serve_config,
 )
+from ray_inference.catalog import MODEL_APPS as MODEL_SPECS
 
+MODEL_APPS = tuple(spec.name for spec in MODEL_SPECS)
 CRD = Path(__file__).resolve().parents[3].parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
 INDEX = "https://pypi.internal.example/simple/"
 
@@ -113,10 +115,8 @@ def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
 
 
 def test_gpu_model_apps_get_their_gpu_fractions_from_the_profile() -> None:
-    from ray_inference.profiles import resources
-
     expected = {"whisper": 0.5, "tts": 0.5, "embeddings": 0.8, "reranker": 0.8, "llm": 0.95}
-    assert {name: resources(name, "gpu").num_gpus for name in expected} == expected
+    assert {spec.name: spec.resources("gpu").num_gpus for spec in MODEL_SPECS} == expected
     apps = {app.name: app for app in applications(StackOptions(profile="gpu"))}
     for name in ("whisper", "tts", "embeddings", "reranker"):
         assert apps[name].args == {"profile": "gpu", "resources": {"worker": 0.01}}
@@ -213,3 +213,21 @@ def test_render_command_writes_the_documents(tmp_path: Path) -> None:
     assert by_name(serve)["chat"]["runtime_env"]["pip"]["packages"][1] == "chat-handler==2.0.0"
     result = runner.invoke(cli, ["render", "--profile", "tpu"])
     assert result.exit_code != 0
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("layout", ["one-node", "cluster"])
+def test_each_model_spec_renders_its_application(profile: Any, layout: Any) -> None:
+    apps = {app.name: app for app in applications(StackOptions(profile=profile, layout=layout))}
+    for spec in MODEL_SPECS:
+        app = apps[spec.name]
+        assert (app.route_prefix, app.role) == (spec.route_prefix, "model")
+        if spec.name == "llm" and profile == "gpu":
+            # Ray Serve LLM's builder, from the LLM spec's own arguments.
+            assert app.import_path == "ray.serve.llm:build_openai_app"
+            continue
+        assert app.import_path == spec.import_path == f"ray_inference.{spec.name}:build_app"
+        # What is rendered is what the builder takes.
+        bound = spec.build_app(app.args)._bound_deployment
+        assert bound.name == spec.service.deployment
+        assert bound.ray_actor_options["num_gpus"] == spec.resources(profile).num_gpus

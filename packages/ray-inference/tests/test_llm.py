@@ -35,9 +35,8 @@ from ray_inference.llm import (
     StopScanner,
     TextPiece,
     build_app,
-    deployment_options,
 )
-from ray_inference.llm_gpu import GPU_BUILDER_IMPORT_PATH, GPUEngineArgs, gpu_application_config
+from ray_inference.llm_gpu import GPU_BUILDER_IMPORT_PATH, gpu_application_config
 from ray_inference.model_sources import resolve_model_source
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -163,9 +162,9 @@ def test_cancelled_generation_stops(model: LlamaChatModel) -> None:
 
 
 def test_cpu_options_set_limits_and_retry_after() -> None:
-    options = deployment_options(
-        LLMArgs(profile="cpu", max_ongoing_requests=1, max_queued_requests=2, retry_after_s=3)
-    )
+    options = LLMArgs(
+        profile="cpu", max_ongoing_requests=1, max_queued_requests=2, retry_after_s=3
+    ).deployment_options()
     assert options["max_ongoing_requests"] == 1
     assert options["max_queued_requests"] == 2
     assert options["backpressure_config"] == {"retry_after_s": 3}
@@ -175,7 +174,8 @@ def test_cpu_options_set_limits_and_retry_after() -> None:
 def test_gpu_config_validates_with_ray_schemas() -> None:
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
-    entry = gpu_application_config(GPUEngineArgs(model_id="smollm2", model_source="/m/smol"))
+    engine = LLMArgs(profile="gpu", model_id="smollm2", model_source="/m/smol").gpu_engine_args()
+    entry = gpu_application_config(engine)
     app = ServeApplicationSchema.model_validate(entry)
     assert app.import_path == GPU_BUILDER_IMPORT_PATH == "ray.serve.llm:build_openai_app"
     assert app.route_prefix == "/llm"

@@ -14,8 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from handler_base.deployment import HandlerArgs
-from ray_inference.llm_gpu import GPUEngineArgs, gpu_application_config
+from ray_inference import llm
+from ray_inference.catalog import MODEL_APPS
+from ray_inference.llm_gpu import gpu_application_config
 from ray_inference.profiles import Profile
+from ray_inference.spec import ModelAppSpec
 
 AppRole = Literal["model", "handler", "web"]
 Layout = Literal["one-node", "cluster"]
@@ -68,9 +71,6 @@ HANDLER_SCALE: dict[Profile, dict[str, HandlerArgs]] = {
     },
 }
 
-MODEL_APPS = ("embeddings", "reranker", "llm", "whisper", "tts")
-"""The ray_inference applications, each deployed at ``/<name>`` from ``ray_inference.<name>``."""
-
 WEB_APP = "web"
 BRIDGE_APP = "bridge"
 
@@ -120,7 +120,7 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
     """Every application of the platform in ``options.profile``, models first."""
     options = options or StackOptions()
     profile = options.profile
-    apps = [_model_app(name, options) for name in MODEL_APPS]
+    apps = [_model_app(spec, options) for spec in MODEL_APPS]
     chat_args = HANDLER_SCALE[profile]["chat"].model_dump(exclude_unset=True)
     if options.milvus_uri:
         chat_args["milvus_uri"] = options.milvus_uri
@@ -174,18 +174,21 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
     return apps
 
 
-def _model_app(name: str, options: StackOptions) -> AppSpec:
-    if name == "llm" and options.profile == "gpu":
-        engine = GPUEngineArgs(model_id=options.llm_model_id)
-        if options.llm_model_source:
-            engine = engine.model_copy(update={"model_source": options.llm_model_source})
-        entry = gpu_application_config(engine, name=name, route_prefix=f"/{name}")
+def _model_app(spec: ModelAppSpec, options: StackOptions) -> AppSpec:
+    """The application of a model spec (``ray_inference.catalog``) in ``options``."""
+    if spec is llm.SPEC and options.profile == "gpu":
+        args = llm.LLMArgs(
+            profile="gpu", model_id=options.llm_model_id, model_source=options.llm_model_source
+        )
+        entry = gpu_application_config(
+            args.gpu_engine_args(), name=spec.name, route_prefix=spec.route_prefix
+        )
         # Ray Serve LLM's builder comes with Ray itself (ray[llm] in the GPU image).
         return AppSpec(**entry, role="model")
     return AppSpec(
-        name=name,
-        route_prefix=f"/{name}",
-        import_path=f"ray_inference.{name}:build_app",
+        name=spec.name,
+        route_prefix=spec.route_prefix,
+        import_path=spec.import_path,
         args=options.placed({"profile": options.profile}, "model"),
         # The engines and packaged models come with the model nodes' image (the cpu
         # extra's packages, or vLLM and CUDA builds): some drag dependencies that only an

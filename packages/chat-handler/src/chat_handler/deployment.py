@@ -42,7 +42,12 @@ from chat_handler.models import (
 from chat_handler.rag import RAGConfig, RAGPipeline, document_filter
 from chat_handler.stores import StoreKind, open_store
 from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
-from handler_base.deployment import CHAT_BODY_BYTES, INGEST_BODY_BYTES, HandlerArgs
+from handler_base.deployment import (
+    CHAT_BODY_BYTES,
+    INGEST_BODY_BYTES,
+    HandlerArgs,
+    bind_deployment,
+)
 from handler_base.errors import (
     InvalidRequestError,
     error_from_validation,
@@ -315,9 +320,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment; nothing is opened until a replica starts.
     """
-    validated = ChatArgs.model_validate(args or {})
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = ChatDeployment.options(  # type: ignore[attr-defined]
-        **validated.deployment_options()
-    ).bind(validated)
-    return application
+    return bind_deployment(ChatDeployment, ChatArgs.model_validate(args or {}))

@@ -1,72 +1,69 @@
-"""What every handler application takes as Serve builder arguments, and the body limits.
+"""What every handler application takes as Serve builder arguments, and its body limits.
 
-The chat, voice and web applications subclass :class:`HandlerArgs` with their own fields;
-``aictl.apps`` fills these in per profile, and the rendered Serve config carries them.
+The chat, voice, web and bridge applications subclass :class:`HandlerArgs` with their
+own fields; ``aictl.apps`` fills these in per profile, and the rendered Serve config
+carries them. Each builder validates its arguments into one such object and binds it:
+``Deployment.options(**args.deployment_options()).bind(args)``.
 
-The request body limits of every HTTP app are here too, in one place (the README's
-"Limits" table lists them). Each is at least the largest body its models accept, text
-counted at 4 bytes a character (UTF-8's worst), so a body that passes the limit fails only
-on its content; the request guard (:mod:`handler_base.http`) enforces them before the
-body is read.
+The request body limits of the handler apps are here; the model apps' are in their
+contract (:mod:`handler_base.services`). Each is at least the largest body the app
+accepts, text counted at 4 bytes a character (UTF-8's worst), so a body that passes the
+limit fails only on its content; the request guard (:mod:`handler_base.http`) enforces
+them before the body is read (the README's "Limits" table lists them).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from handler_base.filters import MAX_FILTER_CHARS
 from handler_base.http import AdmissionLimits
-from handler_base.inference import (
-    MAX_CHAT_MESSAGE_CHARS,
-    MAX_CHAT_MESSAGES,
-    MAX_EMBEDDING_INPUT_CHARS,
-    MAX_EMBEDDING_INPUTS,
-    MAX_RERANK_DOCUMENT_CHARS,
-    MAX_RERANK_DOCUMENTS,
-    MAX_SPEECH_INPUT_CHARS,
-    MAX_TRANSCRIPTION_AUDIO_BYTES,
-)
 from handler_base.messages import (
     MAX_AUDIO_BYTES,
     MAX_HISTORY_CHARS,
     MAX_HISTORY_MESSAGES,
     MAX_QUERY_CHARS,
 )
+from handler_base.services import BODY_FIELDS_SLACK, KIB, MIB, UTF8_MAX_BYTES
 
-KIB = 1024
-MIB = 1024 * KIB
-_UTF8_MAX = 4
-"""Bytes of one character at most in UTF-8."""
-_FIELDS_SLACK = 64 * KIB
-"""Room for the JSON (or multipart) around the large fields."""
+if TYPE_CHECKING:
+    from ray.serve import Application
 
 CHAT_BODY_BYTES = (
     MAX_QUERY_CHARS + MAX_HISTORY_MESSAGES * MAX_HISTORY_CHARS + MAX_FILTER_CHARS
-) * _UTF8_MAX + _FIELDS_SLACK
+) * UTF8_MAX_BYTES + BODY_FIELDS_SLACK
 """``POST /chat``, ``/chat/v1/chat/completions``, ``/chat/knowledge/search`` (1.6 MiB)."""
 INGEST_BODY_BYTES = 64 * MIB
 """``POST /chat/knowledge/documents``: enough for 16 documents of the largest size
 (``MAX_DOCUMENT_CHARS``, any UTF-8); ``aictl ingest`` sends 8 files a request."""
-VOICE_BODY_BYTES = (MAX_AUDIO_BYTES + 2) // 3 * 4 + _FIELDS_SLACK
+VOICE_BODY_BYTES = (MAX_AUDIO_BYTES + 2) // 3 * 4 + BODY_FIELDS_SLACK
 """``POST /voice``, ``/voice/stream``: 25 MiB of audio in base64 (JSON), the largest form."""
 WEB_BODY_BYTES = 64 * KIB
 """The web page app: it takes no bodies."""
-EMBEDDINGS_BODY_BYTES = MAX_EMBEDDING_INPUTS * MAX_EMBEDDING_INPUT_CHARS * _UTF8_MAX + (
-    _FIELDS_SLACK
-)
-"""``POST /embeddings/v1/embeddings`` (7.9 MiB)."""
-RERANKER_BODY_BYTES = (MAX_RERANK_DOCUMENTS + 1) * MAX_RERANK_DOCUMENT_CHARS * _UTF8_MAX + (
-    _FIELDS_SLACK
-)
-"""``POST /reranker/v1/rerank`` (30.6 MiB)."""
-LLM_BODY_BYTES = MAX_CHAT_MESSAGES * MAX_CHAT_MESSAGE_CHARS * _UTF8_MAX + _FIELDS_SLACK
-"""``POST /llm/v1/chat/completions`` (12.3 MiB)."""
-WHISPER_BODY_BYTES = MAX_TRANSCRIPTION_AUDIO_BYTES + MIB
-"""``POST /whisper/v1/audio/transcriptions``: a 25 MiB file in a multipart form."""
-TTS_BODY_BYTES = MAX_SPEECH_INPUT_CHARS * _UTF8_MAX + _FIELDS_SLACK
-"""``POST /tts/v1/audio/speech`` (80 KiB)."""
+
+
+class DeploymentArgs(Protocol):
+    """A deployment's validated builder arguments: they size the deployment they configure."""
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        ...
+
+
+def bind_deployment(deployment: Any, args: DeploymentArgs, *handles: Any) -> Application:
+    """``deployment`` sized by ``args`` and bound to them: its replicas get ``args`` itself.
+
+    Args:
+        deployment: A ``@serve.deployment`` class whose ``__init__`` takes ``args`` first.
+        args: The validated builder arguments.
+        handles: Further ``__init__`` arguments after ``args``: other bound deployments,
+            which the replica gets as handles.
+    """
+    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
+    application: Application = deployment.options(**args.deployment_options()).bind(args, *handles)
+    return application
 
 
 def actor_options(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from pydantic import AnyUrl, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from handler_base.services import EMBEDDINGS, LLM, RERANKER, TTS, WHISPER, ModelService
+
 DEFAULT_SERVE_URL = "http://127.0.0.1:8000"
 
 
@@ -82,11 +84,12 @@ class Settings(BaseSettings):
     otel_service_name: str = "ray-ai-platform"
 
     # --- Inference services: HTTP fallback when no Ray handle is reachable ------------
-    embeddings_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/embeddings")
-    reranker_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/reranker")
-    llm_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/llm")
-    stt_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/whisper")
-    tts_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/tts")
+    # One per model service, named by its contract's ``url_setting`` (handler_base.services).
+    embeddings_url: AnyUrl = AnyUrl(EMBEDDINGS.url_under(DEFAULT_SERVE_URL))
+    reranker_url: AnyUrl = AnyUrl(RERANKER.url_under(DEFAULT_SERVE_URL))
+    llm_url: AnyUrl = AnyUrl(LLM.url_under(DEFAULT_SERVE_URL))
+    stt_url: AnyUrl = AnyUrl(WHISPER.url_under(DEFAULT_SERVE_URL))
+    tts_url: AnyUrl = AnyUrl(TTS.url_under(DEFAULT_SERVE_URL))
     chat_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/chat")
     voice_url: AnyUrl = AnyUrl(f"{DEFAULT_SERVE_URL}/voice")
     service_api_key: SecretStr | None = None
@@ -157,7 +160,13 @@ class Settings(BaseSettings):
             return []
         return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
-    def service_url(self, name: str) -> str:
-        """The HTTP fallback base URL of an inference or handler service, without a trailing /."""
+    def service_url(self, service: str | ModelService) -> str:
+        """The HTTP fallback base URL of a service, without a trailing /.
+
+        Args:
+            service: A model service's contract, or the setting name of a service
+                (``chat``, ``voice``, ``embeddings``, ``stt``...: field ``<name>_url``).
+        """
+        name = service.url_setting if isinstance(service, ModelService) else service
         url: AnyUrl = getattr(self, f"{name}_url")
         return str(url).rstrip("/")

@@ -29,9 +29,9 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs
+from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs, bind_deployment
 from handler_base.errors import UnavailableError
-from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.http import configure_guard, platform_app
 from handler_base.messaging import connect
 from handler_base.settings import Settings
 from handler_base.telemetry import setup_telemetry
@@ -58,19 +58,31 @@ def _cannot_reach_nats(exc: Exception) -> UnavailableError:
     )
 
 
+class BridgeArgs(HandlerArgs):
+    """Builder arguments of the bridge application (the Serve config's ``args``).
+
+    The :class:`HandlerArgs` fields size the bridge replicas; the pipeline service runs
+    one replica with the same custom resources.
+    """
+
+    num_cpus: float = Field(default=0.05, gt=0.0)
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig.from_settings)
+    pipelines: PipelineServiceConfig = Field(default_factory=PipelineServiceConfig)
+    connect_timeout_s: float = Field(default=20.0, gt=0)
+    """How long a replica tries to reach NATS before it fails to start."""
+
+
 @serve.deployment(name="PipelineService")
 class PipelineServiceDeployment:
     """Serves ``ai.pipeline.trigger`` and publishes the runs' status events."""
 
-    async def __init__(  # type: ignore[misc]
-        self, config: PipelineServiceConfig, connect_timeout_s: float
-    ) -> None:
-        """Connect to NATS (within ``connect_timeout_s``) and serve triggers."""
+    async def __init__(self, args: BridgeArgs) -> None:  # type: ignore[misc]
+        """Connect to NATS (within ``args.connect_timeout_s``) and serve triggers."""
         settings = Settings()
         setup_telemetry(settings, service_name="pipeline-service")
-        self.service = PipelineService(settings=settings, config=config)
+        self.service = PipelineService(settings=settings, config=args.pipelines)
         try:
-            nc = await connect(settings, connect_wait_s=connect_timeout_s)
+            nc = await connect(settings, connect_wait_s=args.connect_timeout_s)
         except UnavailableError as exc:
             raise _cannot_reach_nats(exc) from None
         await self.service.start(nc)
@@ -90,20 +102,21 @@ class NATSBridgeDeployment:
     """One NATS bridge per replica; see the module docstring."""
 
     async def __init__(  # type: ignore[misc]
-        self,
-        pipeline: DeploymentHandle[Any],
-        config: BridgeConfig,
-        connect_timeout_s: float,
-        admission: AdmissionLimits | None = None,
+        self, args: BridgeArgs, pipeline: DeploymentHandle[Any]
     ) -> None:
-        """Connect to NATS (within ``connect_timeout_s``) and serve chat and voice requests."""
-        configure_guard(api, admission)
+        """Connect to NATS and serve chat and voice requests.
+
+        Args:
+            args: The bridge's configuration and how long to try reaching NATS.
+            pipeline: The pipeline service's handle.
+        """
+        configure_guard(api, args.admission())
         settings = Settings()
         setup_telemetry(settings, service_name="nats-bridge")
         self.pipeline = pipeline
-        self.bridge = Bridge(config, settings)
+        self.bridge = Bridge(args.bridge, settings)
         try:
-            await self.bridge.start(connect_wait_s=connect_timeout_s)
+            await self.bridge.start(connect_wait_s=args.connect_timeout_s)
         except UnavailableError as exc:
             await self.bridge.stop()
             raise _cannot_reach_nats(exc) from None
@@ -127,20 +140,6 @@ class NATSBridgeDeployment:
         await self.bridge.stop()
 
 
-class BridgeArgs(HandlerArgs):
-    """Builder arguments of the bridge application (the Serve config's ``args``).
-
-    The :class:`HandlerArgs` fields size the bridge replicas; the pipeline service runs
-    one replica with the same custom resources.
-    """
-
-    num_cpus: float = Field(default=0.05, gt=0.0)
-    bridge: BridgeConfig = Field(default_factory=BridgeConfig.from_settings)
-    pipelines: PipelineServiceConfig = Field(default_factory=PipelineServiceConfig)
-    connect_timeout_s: float = Field(default=20.0, gt=0)
-    """How long a replica tries to reach NATS before it fails to start."""
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The bridge application (``import_path: pipeline_bridge.deployment:build_app``).
 
@@ -151,11 +150,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         The bound deployments; nothing connects until a replica starts.
     """
     a = BridgeArgs.model_validate(args or {})
-    options = a.deployment_options()
+    # One pipeline service, placed as the bridge replicas are.
     pipeline = PipelineServiceDeployment.options(  # type: ignore[attr-defined]
-        num_replicas=1, ray_actor_options=options["ray_actor_options"]
-    ).bind(a.pipelines, a.connect_timeout_s)
-    application: Application = NATSBridgeDeployment.options(  # type: ignore[attr-defined]
-        **options
-    ).bind(pipeline, a.bridge, a.connect_timeout_s, admission=a.admission())
-    return application
+        num_replicas=1, ray_actor_options=a.deployment_options()["ray_actor_options"]
+    ).bind(a)
+    return bind_deployment(NATSBridgeDeployment, a, pipeline)

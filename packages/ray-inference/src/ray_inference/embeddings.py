@@ -29,11 +29,13 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
-from handler_base.deployment import EMBEDDINGS_BODY_BYTES
+from handler_base.deployment import bind_deployment
 from handler_base.errors import validate_as
-from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.http import configure_guard, platform_app
 from handler_base.inference import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
-from ray_inference.profiles import ServiceArgs
+from handler_base.services import EMBEDDINGS
+from ray_inference.profiles import DeploymentResources, ProfileResources
+from ray_inference.spec import ModelAppSpec, ServiceArgs
 from ray_inference.text_encoder import (
     DEFAULT_ENCODER_NAME,
     DEFAULT_ENCODER_SOURCE,
@@ -51,7 +53,7 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
 api: FastAPI = platform_app(
     "Embeddings",
     "OpenAI-style text embeddings: all-MiniLM-L6-v2 on onnxruntime.",
-    max_body_bytes=EMBEDDINGS_BODY_BYTES,
+    max_body_bytes=EMBEDDINGS.max_body_bytes,
 )
 
 
@@ -60,51 +62,61 @@ def vector_base64(vector: NDArray[np.float32]) -> str:
     return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
 
 
-@serve.deployment(name="EmbeddingsDeployment")
+class EmbeddingsArgs(ServiceArgs):
+    """Builder arguments of the embeddings application (the Serve config's ``args``).
+
+    Attributes:
+        model_source: The ONNX encoder (file, or folder with ``model.onnx``).
+        tokenizer_source: Its ``tokenizer.json``; None: the one beside the model.
+        model_name: The ``model`` answered in responses.
+        max_tokens: Tokens read of each text.
+        max_batch_size: Texts run through the model at once; 1 turns batching off.
+        batch_wait_timeout_s: How long a batch waits to fill.
+        threads: onnxruntime threads.
+    """
+
+    service = EMBEDDINGS
+    profile_resources = ProfileResources(
+        cpu=DeploymentResources(num_cpus=0.2, max_ongoing_requests=64, max_queued_requests=256),
+        gpu=DeploymentResources(
+            num_cpus=1, num_gpus=0.8, max_ongoing_requests=128, max_queued_requests=512
+        ),
+    )
+
+    model_source: str = DEFAULT_ENCODER_SOURCE
+    tokenizer_source: str | None = DEFAULT_ENCODER_TOKENIZER_SOURCE
+    model_name: str = DEFAULT_ENCODER_NAME
+    max_tokens: int = Field(default=ENCODER_MAX_TOKENS, ge=8, le=8192)
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
+    threads: int = Field(default=2, ge=1, le=64)
+
+
+@serve.deployment(name=EMBEDDINGS.deployment)
 @serve.ingress(api)
 class EmbeddingsDeployment:
     """Sentence embeddings, batched dynamically across requests."""
 
-    def __init__(
-        self,
-        model_source: str = DEFAULT_ENCODER_SOURCE,
-        tokenizer_source: str | None = DEFAULT_ENCODER_TOKENIZER_SOURCE,
-        model_name: str = DEFAULT_ENCODER_NAME,
-        max_tokens: int = ENCODER_MAX_TOKENS,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-        batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
-        threads: int = 2,
-        device: Device = "cpu",
-        admission: AdmissionLimits | None = None,
-    ) -> None:
-        """Load the encoder (once per replica).
-
-        Args:
-            model_source: The ONNX encoder (file, or folder with ``model.onnx``).
-            tokenizer_source: Its ``tokenizer.json``; None: the one beside the model.
-            model_name: The ``model`` answered in responses.
-            max_tokens: Tokens read of each text.
-            max_batch_size: Texts run through the model at once; 1 turns batching off.
-            batch_wait_timeout_s: How long a batch waits to fill.
-            threads: onnxruntime threads.
-            device: ``"cpu"`` or ``"cuda"``.
-            admission: The request guard's limits of this replica (HTTP only).
-        """
-        configure_guard(api, admission)
-        self.model_name = model_name
+    def __init__(self, args: EmbeddingsArgs) -> None:
+        """Load the encoder (once per replica) that ``args`` name."""
+        configure_guard(api, args.admission())
+        self.model_name = args.model_name
+        device: Device = "cuda" if args.uses_gpu else "cpu"
         self._encoder = TextEncoder.from_sources(
-            model_source,
-            tokenizer_source,
-            max_tokens=max_tokens,
-            threads=threads,
-            chunk_size=max(max_batch_size, 1),
+            args.model_source,
+            args.tokenizer_source,
+            max_tokens=args.max_tokens,
+            threads=args.threads,
+            chunk_size=max(args.max_batch_size, 1),
             device=device,
         )
         # One model run at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
         # The setters `@serve.batch` adds are not in its type stubs.
-        self._encode_text.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
-        self._encode_text.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._encode_text.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
+        self._encode_text.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
+            args.batch_wait_timeout_s
+        )
 
     @api.post("/v1/embeddings")
     async def create_embeddings(self, body: EmbeddingsRequest) -> EmbeddingsResponse:
@@ -155,18 +167,6 @@ class EmbeddingsDeployment:
         return list(zip(result.vectors, result.token_counts, strict=True))
 
 
-class EmbeddingsArgs(ServiceArgs):
-    """Builder arguments of the embeddings application (the Serve config's ``args``)."""
-
-    model_source: str = DEFAULT_ENCODER_SOURCE
-    tokenizer_source: str | None = DEFAULT_ENCODER_TOKENIZER_SOURCE
-    model_name: str = DEFAULT_ENCODER_NAME
-    max_tokens: int = Field(default=ENCODER_MAX_TOKENS, ge=8, le=8192)
-    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
-    threads: int = Field(default=2, ge=1, le=64)
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The embeddings application (``import_path: ray_inference.embeddings:build_app``).
 
@@ -176,25 +176,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment; nothing is loaded until a replica starts.
     """
-    a = EmbeddingsArgs.model_validate(args or {})
-    service = a.resources_for("embeddings")
-    options = service.deployment_options()
-    device: Device = "cuda" if service.uses_gpu else "cpu"
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = EmbeddingsDeployment.options(  # type: ignore[attr-defined]
-        **options
-    ).bind(
-        model_source=a.model_source,
-        tokenizer_source=a.tokenizer_source,
-        model_name=a.model_name,
-        max_tokens=a.max_tokens,
-        max_batch_size=a.max_batch_size,
-        batch_wait_timeout_s=a.batch_wait_timeout_s,
-        threads=a.threads,
-        device=device,
-        admission=AdmissionLimits.of(service),
-    )
-    return application
+    return bind_deployment(EmbeddingsDeployment, EmbeddingsArgs.model_validate(args or {}))
 
+
+SPEC = ModelAppSpec(EmbeddingsArgs, build_app)
+"""The embeddings application: ``/embeddings``, :class:`EmbeddingsArgs`, :func:`build_app`."""
 
 app = build_app()

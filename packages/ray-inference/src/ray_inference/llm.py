@@ -42,10 +42,9 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application
 
-from handler_base.deployment import LLM_BODY_BYTES
+from handler_base.deployment import bind_deployment
 from handler_base.errors import InternalError, PlatformError, TooLargeError
 from handler_base.http import (
-    AdmissionLimits,
     configure_guard,
     platform_app,
     sse_event,
@@ -65,9 +64,11 @@ from handler_base.inference import (
     Usage,
     completion_id,
 )
+from handler_base.services import LLM
 from ray_inference.llm_gpu import DEFAULT_GPU_MODEL_SOURCE, GPUEngineArgs, build_gpu_app
 from ray_inference.model_sources import resolve_model_source
-from ray_inference.profiles import ServiceArgs, current_profile
+from ray_inference.profiles import DeploymentResources, ProfileResources
+from ray_inference.spec import ModelAppSpec, ServiceArgs
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ FinishReason = Literal["stop", "length"]
 api = platform_app(
     "LLM",
     "OpenAI chat completions from a local GGUF model (llama.cpp).",
-    max_body_bytes=LLM_BODY_BYTES,
+    max_body_bytes=LLM.max_body_bytes,
 )
 
 
@@ -338,53 +339,82 @@ class LlamaChatModel:
 # --- the deployment -----------------------------------------------------------------
 
 
+class LLMArgs(ServiceArgs):
+    """Builder arguments of the LLM application (``args:`` in the Serve config).
+
+    Attributes:
+        profile: ``cpu`` (llama.cpp, this deployment) or ``gpu`` (vLLM through Ray
+            Serve LLM); ``RAY_AI_PROFILE`` when absent.
+        model_source: cpu: the ``.gguf`` model source (the packaged SmolLM2 when None);
+            gpu: a Hugging Face-format folder or a configured hub id.
+        model_id: The name the model is served as.
+        context_tokens: Context window in tokens.
+        threads: cpu: llama.cpp's threads.
+        system_prompt: cpu: system message for requests without one (None: the
+            template's own).
+        default_max_tokens: cpu: answer length when a request sets none.
+        gpu_engine_kwargs: gpu: further vLLM engine arguments.
+    """
+
+    service = LLM
+    profile_resources = ProfileResources(
+        cpu=DeploymentResources(num_cpus=0.4, max_ongoing_requests=4, max_queued_requests=16),
+        gpu=DeploymentResources(
+            num_cpus=2, num_gpus=0.95, max_ongoing_requests=64, max_queued_requests=256
+        ),
+    )
+
+    model_source: str | None = None
+    model_id: str = Field(default=DEFAULT_MODEL_ID, min_length=1)
+    context_tokens: int = Field(default=DEFAULT_CONTEXT_TOKENS, ge=64)
+    threads: int = Field(default=2, ge=1)
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=MAX_COMPLETION_TOKENS)
+    gpu_engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def gpu_engine_args(self) -> GPUEngineArgs:
+        """The gpu profile's engine arguments (with these arguments' queue overrides)."""
+        return GPUEngineArgs(
+            model_id=self.model_id,
+            model_source=self.model_source or DEFAULT_GPU_MODEL_SOURCE,
+            max_model_len=self.context_tokens,
+            engine_kwargs=self.gpu_engine_kwargs,
+            deployment=self.model_copy(update={"profile": "gpu"}).deployment_resources(),
+        )
+
+
 # `@serve.deployment` pickles the class by value when it is applied, with the module
 # globals its methods use as they are then: those must be defined above the class.
 _END = object()
 """Put on a generation's queue after its last event."""
 
 
-@serve.deployment(name="LLMDeployment")
+@serve.deployment(name=LLM.deployment)
 @serve.ingress(api)
 class LLMDeployment:
     """OpenAI chat completions from a GGUF model, one generation at a time."""
 
-    def __init__(
-        self,
-        model_source: str = DEFAULT_MODEL_SOURCE,
-        model_id: str = DEFAULT_MODEL_ID,
-        context_tokens: int = DEFAULT_CONTEXT_TOKENS,
-        threads: int = 2,
-        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
-        default_max_tokens: int = DEFAULT_MAX_TOKENS,
-        admission: AdmissionLimits | None = None,
-    ) -> None:
-        """Load the model of ``model_source`` (a ``.gguf`` file).
-
-        Args:
-            model_source: ``pkg:MODULE/file.gguf`` or a path.
-            model_id: The name the model is served as.
-            context_tokens: Context window in tokens.
-            threads: CPU threads of llama.cpp.
-            system_prompt: System message for requests that have none.
-            default_max_tokens: Answer length when a request sets no limit.
-            admission: The request guard's limits of this replica (HTTP only).
-        """
-        configure_guard(api, admission)
-        self.model_id = model_id
+    def __init__(self, args: LLMArgs) -> None:
+        """Load the ``.gguf`` model of ``args.model_source`` (the packaged one when None)."""
+        configure_guard(api, args.admission())
+        self.model_id = args.model_id
+        model_source = args.model_source or DEFAULT_MODEL_SOURCE
         self._model = LlamaChatModel(
             resolve_model_source(model_source),
-            context_tokens=context_tokens,
-            threads=threads,
-            system_prompt=system_prompt,
-            default_max_tokens=default_max_tokens,
+            context_tokens=args.context_tokens,
+            threads=args.threads,
+            system_prompt=args.system_prompt,
+            default_max_tokens=args.default_max_tokens,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._lock = asyncio.Lock()
         self._generations = 0
         self._cancelled = 0
         logger.info(
-            "LLM %s loaded from %s (context %d tokens)", model_id, model_source, context_tokens
+            "LLM %s loaded from %s (context %d tokens)",
+            args.model_id,
+            model_source,
+            args.context_tokens,
         )
 
     # --- HTTP -----------------------------------------------------------------------
@@ -562,47 +592,6 @@ class LLMDeployment:
 # --- the application ----------------------------------------------------------------
 
 
-class LLMArgs(ServiceArgs):
-    """Builder arguments of the LLM application (``args:`` in the Serve config).
-
-    Attributes:
-        profile: ``cpu`` (llama.cpp, this deployment) or ``gpu`` (vLLM through Ray
-            Serve LLM); ``RAY_AI_PROFILE`` when None.
-        model_source: cpu: the ``.gguf`` model source (the packaged SmolLM2 when None);
-            gpu: a Hugging Face-format folder or a configured hub id.
-        model_id: The name the model is served as.
-        context_tokens: Context window in tokens.
-        threads: cpu: llama.cpp's threads.
-        system_prompt: cpu: system message for requests without one (None: the
-            template's own).
-        default_max_tokens: cpu: answer length when a request sets none.
-        gpu_engine_kwargs: gpu: further vLLM engine arguments.
-    """
-
-    model_source: str | None = None
-    model_id: str = Field(default=DEFAULT_MODEL_ID, min_length=1)
-    context_tokens: int = Field(default=DEFAULT_CONTEXT_TOKENS, ge=64)
-    threads: int = Field(default=2, ge=1)
-    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
-    default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=MAX_COMPLETION_TOKENS)
-    gpu_engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    def gpu_engine_args(self) -> GPUEngineArgs:
-        """The gpu profile's engine arguments."""
-        return GPUEngineArgs(
-            model_id=self.model_id,
-            model_source=self.model_source or DEFAULT_GPU_MODEL_SOURCE,
-            max_model_len=self.context_tokens,
-            retry_after_s=self.resources_for("llm").retry_after_s,
-            engine_kwargs=self.gpu_engine_kwargs,
-        )
-
-
-def deployment_options(args: LLMArgs) -> dict[str, Any]:
-    """``Deployment.options`` of the cpu deployment: the profile's, with the overrides."""
-    return args.resources_for("llm").deployment_options()
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The LLM application (``import_path: ray_inference.llm:build_app``).
 
@@ -611,22 +600,15 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             with :func:`ray_inference.llm_gpu.gpu_application_config` instead).
     """
     a = LLMArgs.model_validate(args or {})
-    if (a.profile or current_profile()) == "gpu":
+    if a.profile == "gpu":
         gpu_app: Application = build_gpu_app(a.gpu_engine_args())
         return gpu_app
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = LLMDeployment.options(  # type: ignore[attr-defined]
-        **deployment_options(a)
-    ).bind(
-        a.model_source or DEFAULT_MODEL_SOURCE,
-        a.model_id,
-        a.context_tokens,
-        a.threads,
-        a.system_prompt,
-        a.default_max_tokens,
-        admission=AdmissionLimits.of(a.resources_for("llm")),
-    )
-    return application
+    return bind_deployment(LLMDeployment, a)
+
+
+SPEC = ModelAppSpec(LLMArgs, build_app)
+"""The LLM application: ``/llm``, :class:`LLMArgs`, :func:`build_app` (in the gpu profile
+Ray Serve LLM's, see :meth:`LLMArgs.gpu_engine_args`)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ray_inference.profiles import resources
+from ray_inference.profiles import DeploymentResources
 
 GPU_BUILDER_IMPORT_PATH = "ray.serve.llm:build_openai_app"
 """The Serve builder of Ray Serve LLM's OpenAI-compatible application."""
@@ -43,8 +43,9 @@ class GPUEngineArgs(BaseModel):
             must be allowed to download it).
         max_model_len: Context length in tokens.
         gpu_memory_utilization: Share of the GPU's memory vLLM may take.
-        retry_after_s: ``Retry-After`` of the 503 answered when the queue is full.
         engine_kwargs: Further vLLM engine arguments.
+        deployment: The server deployment's share of a GPU, replicas and queue limits
+            (the gpu profile's of ``ray_inference.llm.LLMArgs``, with its overrides).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -53,17 +54,17 @@ class GPUEngineArgs(BaseModel):
     model_source: str = Field(default=DEFAULT_GPU_MODEL_SOURCE, min_length=1)
     max_model_len: int = Field(default=2048, ge=16)
     gpu_memory_utilization: float = Field(default=GPU_MEMORY_UTILIZATION, gt=0, le=1)
-    retry_after_s: float = Field(default=1.0, ge=0)
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    deployment: DeploymentResources
 
 
 def gpu_llm_config(args: GPUEngineArgs) -> dict[str, Any]:
     """The ``LLMConfig`` of the model, as plain data (one entry of ``llm_configs``).
 
-    The deployment takes the gpu profile's share of a GPU, as a placement group bundle
-    (Ray Serve LLM's way of giving the engine a fractional GPU), and its request limits.
+    The deployment takes its share of a GPU as a placement group bundle (Ray Serve LLM's
+    way of giving the engine a fractional GPU), and its request limits.
     """
-    profile = resources("llm", "gpu")
+    profile = args.deployment
     return {
         "model_loading_config": {"model_id": args.model_id, "model_source": args.model_source},
         "engine_kwargs": {
@@ -78,7 +79,7 @@ def gpu_llm_config(args: GPUEngineArgs) -> dict[str, Any]:
             "num_replicas": profile.num_replicas,
             "max_ongoing_requests": profile.max_ongoing_requests,
             "max_queued_requests": profile.max_queued_requests,
-            "backpressure_config": {"retry_after_s": args.retry_after_s},
+            "backpressure_config": {"retry_after_s": profile.retry_after_s},
         },
     }
 

@@ -1,9 +1,10 @@
-"""Resources of each model deployment, per profile.
+"""The profiles, and what a model deployment asks of the cluster in each.
 
 ``cpu`` runs all five deployments beside the handlers on one small machine (fractional
-CPUs, one replica each). ``gpu`` is the decision record's layout for a GPU cluster. The
-same numbers feed the deployments (``Deployment.options``) and the rendered Serve config,
-so they live here once.
+CPUs, one replica each). ``gpu`` is the decision record's layout for a GPU cluster. Each
+model app's numbers live in its spec (``ray_inference.<model>.SPEC``, see
+:mod:`ray_inference.spec`); the same numbers feed the deployment (``Deployment.options``)
+and the rendered Serve config.
 """
 
 from __future__ import annotations
@@ -53,36 +54,20 @@ class DeploymentResources(BaseModel):
         return self.num_gpus > 0
 
 
-PROFILES: dict[Profile, dict[str, DeploymentResources]] = {
-    "cpu": {
-        "embeddings": DeploymentResources(
-            num_cpus=0.2, max_ongoing_requests=64, max_queued_requests=256
-        ),
-        "reranker": DeploymentResources(
-            num_cpus=0.2, max_ongoing_requests=16, max_queued_requests=64
-        ),
-        "llm": DeploymentResources(num_cpus=0.4, max_ongoing_requests=4, max_queued_requests=16),
-        "whisper": DeploymentResources(num_cpus=0.3, max_ongoing_requests=2, max_queued_requests=8),
-        "tts": DeploymentResources(num_cpus=0.3, max_ongoing_requests=4, max_queued_requests=16),
-    },
-    "gpu": {
-        "embeddings": DeploymentResources(
-            num_cpus=1, num_gpus=0.8, max_ongoing_requests=128, max_queued_requests=512
-        ),
-        "reranker": DeploymentResources(
-            num_cpus=1, num_gpus=0.8, max_ongoing_requests=64, max_queued_requests=256
-        ),
-        "llm": DeploymentResources(
-            num_cpus=2, num_gpus=0.95, max_ongoing_requests=64, max_queued_requests=256
-        ),
-        "whisper": DeploymentResources(
-            num_cpus=1, num_gpus=0.5, max_ongoing_requests=8, max_queued_requests=32
-        ),
-        "tts": DeploymentResources(
-            num_cpus=1, num_gpus=0.5, max_ongoing_requests=16, max_queued_requests=64
-        ),
-    },
-}
+class ProfileResources(BaseModel):
+    """What one deployment asks of the cluster in each profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu: DeploymentResources
+    gpu: DeploymentResources
+
+    def of(self, profile: Profile) -> DeploymentResources:
+        """The resources in ``profile``."""
+        return self.cpu if profile == "cpu" else self.gpu
+
+
+PROFILES: tuple[Profile, ...] = ("cpu", "gpu")
 
 
 def current_profile() -> Profile:
@@ -91,37 +76,3 @@ def current_profile() -> Profile:
     if value not in PROFILES:
         raise ValueError(f"{PROFILE_ENV}={value!r}: expected one of {sorted(PROFILES)}")
     return value
-
-
-def resources(service: str, profile: Profile | None = None) -> DeploymentResources:
-    """The resources of ``service`` (``embeddings``, ``llm``...) in ``profile``."""
-    return PROFILES[profile or current_profile()][service]
-
-
-class ServiceArgs(BaseModel):
-    """Builder arguments every model application takes (the Serve config's ``args``).
-
-    Each application's own arguments subclass this; the resources come from the profile,
-    and these fields override its queue limits where a deployment needs other ones.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    profile: Profile | None = None
-    """``cpu`` or ``gpu``; ``RAY_AI_PROFILE`` (default ``cpu``) when absent."""
-    max_ongoing_requests: int | None = Field(default=None, ge=1)
-    """Requests a replica takes at once; the profile's when absent."""
-    max_queued_requests: int | None = Field(default=None, ge=1)
-    """Requests waiting beyond that, answered 503 at once when full; the profile's when
-    absent."""
-    retry_after_s: float | None = Field(default=None, ge=0)
-    """``Retry-After`` of that 503; the profile's when absent."""
-    resources: dict[str, float] | None = None
-    """Custom Ray resources that place the replicas (the cluster layout's ``worker``)."""
-
-    def resources_for(self, service: str) -> DeploymentResources:
-        """The profile's resources of ``service`` with this application's overrides."""
-        base = resources(service, self.profile)
-        fields = ("max_ongoing_requests", "max_queued_requests", "retry_after_s", "resources")
-        overrides = {name: value for name in fields if (value := getattr(self, name)) is not None}
-        return base.model_copy(update=overrides)

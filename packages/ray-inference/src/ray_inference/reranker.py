@@ -37,12 +37,14 @@ from pydantic import Field, model_validator
 from ray import serve
 from ray.serve import Application
 
-from handler_base.deployment import RERANKER_BODY_BYTES
+from handler_base.deployment import bind_deployment
 from handler_base.errors import validate_as
-from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.http import configure_guard, platform_app
 from handler_base.inference import RerankRequest, RerankResponse, RerankResult
+from handler_base.services import RERANKER
 from ray_inference.model_sources import ModelSourceError
-from ray_inference.profiles import ServiceArgs
+from ray_inference.profiles import DeploymentResources, ProfileResources
+from ray_inference.spec import ModelAppSpec, ServiceArgs
 from ray_inference.text_encoder import (
     DEFAULT_ENCODER_NAME,
     DEFAULT_ENCODER_SOURCE,
@@ -67,7 +69,7 @@ CROSS_ENCODER_MAX_TOKENS = 512
 api: FastAPI = platform_app(
     "Reranker",
     "Scores passages against a query: hybrid BM25 + dense, or a cross-encoder.",
-    max_body_bytes=RERANKER_BODY_BYTES,
+    max_body_bytes=RERANKER.max_body_bytes,
 )
 
 
@@ -376,36 +378,53 @@ def make_scorer(
     return HybridScorer(encoder, dense_weight=dense_weight, encoder_name=encoder_name)
 
 
-@serve.deployment(name="RerankerDeployment")
+class RerankerArgs(ServiceArgs):
+    """Builder arguments of the reranker application (the Serve config's ``args``).
+
+    The fields are :func:`make_scorer`'s.
+    """
+
+    service = RERANKER
+    profile_resources = ProfileResources(
+        cpu=DeploymentResources(num_cpus=0.2, max_ongoing_requests=16, max_queued_requests=64),
+        gpu=DeploymentResources(
+            num_cpus=1, num_gpus=0.8, max_ongoing_requests=64, max_queued_requests=256
+        ),
+    )
+
+    method: RerankMethod = "hybrid"
+    model_source: str | None = None
+    """The cross-encoder folder (required for ``cross-encoder``), or for ``hybrid`` the
+    sentence encoder (all-MiniLM-L6-v2 int8 when absent)."""
+    tokenizer_source: str | None = None
+    dense_weight: float = Field(default=DEFAULT_DENSE_WEIGHT, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(default=None, ge=8, le=8192)
+    threads: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _cross_encoder_needs_a_model(self) -> Self:
+        if self.method == "cross-encoder" and self.model_source is None:
+            raise ValueError("method 'cross-encoder' needs model_source (a folder with model.onnx)")
+        return self
+
+
+@serve.deployment(name=RERANKER.deployment)
 @serve.ingress(api)
 class RerankerDeployment:
     """Reranks passages against a query with the configured scorer."""
 
-    def __init__(
-        self,
-        method: RerankMethod = "hybrid",
-        model_source: str | None = None,
-        tokenizer_source: str | None = None,
-        dense_weight: float = DEFAULT_DENSE_WEIGHT,
-        max_tokens: int | None = None,
-        threads: int = 2,
-        device: Device = "cpu",
-        admission: AdmissionLimits | None = None,
-    ) -> None:
-        """Load the scorer (once per replica); see :func:`make_scorer`.
-
-        ``admission`` is the request guard's limits of this replica (HTTP only).
-        """
-        configure_guard(api, admission)
-        self.method = method
+    def __init__(self, args: RerankerArgs) -> None:
+        """Load the scorer that ``args`` name (once per replica); see :func:`make_scorer`."""
+        configure_guard(api, args.admission())
+        self.method = args.method
         self._scorer = make_scorer(
-            method,
-            model_source,
-            tokenizer_source,
-            dense_weight=dense_weight,
-            max_tokens=max_tokens,
-            threads=threads,
-            device=device,
+            args.method,
+            args.model_source,
+            args.tokenizer_source,
+            dense_weight=args.dense_weight,
+            max_tokens=args.max_tokens,
+            threads=args.threads,
+            device="cuda" if args.uses_gpu else "cpu",
         )
         # One model run at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reranker")
@@ -433,25 +452,6 @@ class RerankerDeployment:
         return RerankResponse(results=ranked(scores, request.top_n), model=self._scorer.name)
 
 
-class RerankerArgs(ServiceArgs):
-    """Builder arguments of the reranker application (the Serve config's ``args``)."""
-
-    method: RerankMethod = "hybrid"
-    model_source: str | None = None
-    """The cross-encoder folder (required for ``cross-encoder``), or for ``hybrid`` the
-    sentence encoder (all-MiniLM-L6-v2 int8 when absent)."""
-    tokenizer_source: str | None = None
-    dense_weight: float = Field(default=DEFAULT_DENSE_WEIGHT, ge=0.0, le=1.0)
-    max_tokens: int | None = Field(default=None, ge=8, le=8192)
-    threads: int = Field(default=2, ge=1, le=64)
-
-    @model_validator(mode="after")
-    def _cross_encoder_needs_a_model(self) -> Self:
-        if self.method == "cross-encoder" and self.model_source is None:
-            raise ValueError("method 'cross-encoder' needs model_source (a folder with model.onnx)")
-        return self
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The reranker application (``import_path: ray_inference.reranker:build_app``).
 
@@ -461,24 +461,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment; nothing is loaded until a replica starts.
     """
-    a = RerankerArgs.model_validate(args or {})
-    service = a.resources_for("reranker")
-    options = service.deployment_options()
-    device: Device = "cuda" if service.uses_gpu else "cpu"
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = RerankerDeployment.options(  # type: ignore[attr-defined]
-        **options
-    ).bind(
-        method=a.method,
-        model_source=a.model_source,
-        tokenizer_source=a.tokenizer_source,
-        dense_weight=a.dense_weight,
-        max_tokens=a.max_tokens,
-        threads=a.threads,
-        device=device,
-        admission=AdmissionLimits.of(service),
-    )
-    return application
+    return bind_deployment(RerankerDeployment, RerankerArgs.model_validate(args or {}))
 
+
+SPEC = ModelAppSpec(RerankerArgs, build_app)
+"""The reranker application: ``/reranker``, :class:`RerankerArgs`, :func:`build_app`."""
 
 app = build_app()

@@ -47,12 +47,14 @@ from ray import serve
 from ray.serve import Application
 
 from handler_base.audio import AudioFormatError, encode_wav, pcm16_bytes, read_wav, to_pcm16
-from handler_base.deployment import TTS_BODY_BYTES
+from handler_base.deployment import bind_deployment
 from handler_base.errors import InternalError, InvalidRequestError
-from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.http import configure_guard, platform_app
 from handler_base.inference import SpeechAudio, SpeechRequest
+from handler_base.services import TTS
 from ray_inference.model_sources import resolve_model_source
-from ray_inference.profiles import ServiceArgs
+from ray_inference.profiles import DeploymentResources, ProfileResources
+from ray_inference.spec import ModelAppSpec, ServiceArgs
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ PCM16 = npt.NDArray[np.int16]
 api = platform_app(
     "Text to speech",
     "Piper voices behind the OpenAI speech API.",
-    max_body_bytes=TTS_BODY_BYTES,
+    max_body_bytes=TTS.max_body_bytes,
 )
 
 
@@ -380,33 +382,54 @@ class TextToSpeech:
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm"}
 
 
-@serve.deployment(name="TTSDeployment")
+class TTSArgs(ServiceArgs):
+    """Builder arguments of the TTS application (``args:`` in the Serve config).
+
+    The fields are :class:`TextToSpeech`'s; ``voices`` maps a name to a
+    :data:`VoiceSpec`.
+    """
+
+    service = TTS
+    profile_resources = ProfileResources(
+        cpu=DeploymentResources(num_cpus=0.3, max_ongoing_requests=4, max_queued_requests=16),
+        gpu=DeploymentResources(
+            num_cpus=1, num_gpus=0.5, max_ongoing_requests=16, max_queued_requests=64
+        ),
+    )
+
+    voices: dict[str, str | VoiceConfig] = Field(
+        default_factory=lambda: dict[str, str | VoiceConfig]({DEFAULT_VOICE: DEFAULT_VOICE_SOURCE}),
+        min_length=1,
+    )
+    default_voice: str = DEFAULT_VOICE
+    openai_aliases: bool = True
+    espeak: bool = False
+    threads: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _default_is_configured(self) -> Self:
+        if self.default_voice not in self.voices:
+            raise ValueError(
+                f"default_voice {self.default_voice!r} is not one of {sorted(self.voices)}"
+            )
+        return self
+
+
+@serve.deployment(name=TTS.deployment)
 @serve.ingress(api)
 class TTSDeployment:
     """Speech synthesis behind ``POST /v1/audio/speech`` and :meth:`synthesize`."""
 
-    def __init__(
-        self,
-        voices: Mapping[str, VoiceSpec] | None = None,
-        default_voice: str = DEFAULT_VOICE,
-        openai_aliases: bool = True,
-        espeak: bool = False,
-        threads: int = 2,
-        use_cuda: bool = False,
-        admission: AdmissionLimits | None = None,
-    ) -> None:
-        """Load every configured voice (see :class:`TextToSpeech` for the arguments).
-
-        ``admission`` is the request guard's limits of this replica (HTTP only).
-        """
-        configure_guard(api, admission)
+    def __init__(self, args: TTSArgs) -> None:
+        """Load every voice ``args`` configure (see :class:`TextToSpeech`)."""
+        configure_guard(api, args.admission())
         self._tts = TextToSpeech(
-            voices if voices is not None else {DEFAULT_VOICE: DEFAULT_VOICE_SOURCE},
-            default_voice,
-            openai_aliases=openai_aliases,
-            espeak=espeak,
-            threads=threads,
-            use_cuda=use_cuda,
+            args.voices,
+            args.default_voice,
+            openai_aliases=args.openai_aliases,
+            espeak=args.espeak,
+            threads=args.threads,
+            use_cuda=args.uses_gpu,
         )
         # One synthesis at a time: onnxruntime already uses `threads` cores for it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
@@ -441,44 +464,12 @@ class TTSDeployment:
         return await loop.run_in_executor(self._executor, self._tts.synthesize, request)
 
 
-class TTSArgs(ServiceArgs):
-    """Builder arguments of the TTS application (``args:`` in the Serve config)."""
-
-    voices: dict[str, str | VoiceConfig] = Field(
-        default_factory=lambda: dict[str, str | VoiceConfig]({DEFAULT_VOICE: DEFAULT_VOICE_SOURCE}),
-        min_length=1,
-    )
-    default_voice: str = DEFAULT_VOICE
-    openai_aliases: bool = True
-    espeak: bool = False
-    threads: int = Field(default=2, ge=1)
-
-    @model_validator(mode="after")
-    def _default_is_configured(self) -> Self:
-        if self.default_voice not in self.voices:
-            raise ValueError(
-                f"default_voice {self.default_voice!r} is not one of {sorted(self.voices)}"
-            )
-        return self
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The TTS application (``import_path: ray_inference.tts:build_app``)."""
-    a = TTSArgs.model_validate(args or {})
-    service = a.resources_for("tts")
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = TTSDeployment.options(  # type: ignore[attr-defined]
-        **service.deployment_options()
-    ).bind(
-        a.voices,
-        a.default_voice,
-        a.openai_aliases,
-        a.espeak,
-        a.threads,
-        service.uses_gpu,
-        admission=AdmissionLimits.of(service),
-    )
-    return application
+    return bind_deployment(TTSDeployment, TTSArgs.model_validate(args or {}))
 
+
+SPEC = ModelAppSpec(TTSArgs, build_app)
+"""The TTS application: ``/tts``, :class:`TTSArgs`, :func:`build_app`."""
 
 app = build_app()

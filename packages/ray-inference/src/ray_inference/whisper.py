@@ -41,26 +41,28 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Request, Response
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from starlette.datastructures import UploadFile
 
-from handler_base.deployment import WHISPER_BODY_BYTES
+from handler_base.deployment import bind_deployment
 from handler_base.errors import (
     InvalidRequestError,
     TooLargeError,
     validate_as,
 )
-from handler_base.http import AdmissionLimits, configure_guard, file_upload_openapi, platform_app
+from handler_base.http import configure_guard, file_upload_openapi, platform_app
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
     TranscriptionOptions,
     TranscriptionResponse,
 )
+from handler_base.services import WHISPER
 from handler_base.settings import Settings
 from ray_inference.model_sources import resolve_model_source
-from ray_inference.profiles import ServiceArgs, current_profile
+from ray_inference.profiles import DeploymentResources, ProfileResources, current_profile
+from ray_inference.spec import ModelAppSpec, ServiceArgs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -496,7 +498,7 @@ class WhisperTranscriber:
 api = platform_app(
     "Whisper",
     "Speech to text with faster-whisper: the OpenAI audio transcriptions API.",
-    max_body_bytes=WHISPER_BODY_BYTES,
+    max_body_bytes=WHISPER.max_body_bytes,
 )
 
 _FORM_SCHEMA = file_upload_openapi(
@@ -509,22 +511,39 @@ _FORM_SCHEMA = file_upload_openapi(
 )
 
 
-@serve.deployment(name="WhisperDeployment")
+class WhisperArgs(WhisperConfig, ServiceArgs):
+    """Builder arguments: the :class:`WhisperConfig` and the resource profile.
+
+    In the gpu profile the device defaults to ``cuda`` with ``float16``.
+    """
+
+    service = WHISPER
+    profile_resources = ProfileResources(
+        cpu=DeploymentResources(num_cpus=0.3, max_ongoing_requests=2, max_queued_requests=8),
+        gpu=DeploymentResources(
+            num_cpus=1, num_gpus=0.5, max_ongoing_requests=8, max_queued_requests=32
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        if (values.get("profile") or current_profile()) == "gpu":
+            return {"device": "cuda", "compute_type": "float16", **values}
+        return values
+
+
+@serve.deployment(name=WHISPER.deployment)
 @serve.ingress(api)
 class WhisperDeployment:
     """Whisper behind ``/v1/audio/transcriptions`` and the handle method :meth:`transcribe`."""
 
-    def __init__(
-        self, config: WhisperConfig | None = None, admission: AdmissionLimits | None = None
-    ) -> None:
-        """Load the model (joining Whisper base into the data folder the first time).
-
-        Args:
-            config: The model and how to run it; the defaults when None.
-            admission: The request guard's limits of this replica (HTTP only).
-        """
-        configure_guard(api, admission)
-        self.config = config or WhisperConfig()
+    def __init__(self, args: WhisperArgs) -> None:
+        """Load the model ``args`` name (joining Whisper base the first time)."""
+        configure_guard(api, args.admission())
+        self.config: WhisperConfig = args
         self.transcriber = WhisperTranscriber(
             self.config.model_dir(),
             device=self.config.device,
@@ -589,33 +608,19 @@ class WhisperDeployment:
         return Response(result.model_dump_json(), media_type="application/json")
 
 
-class WhisperArgs(WhisperConfig, ServiceArgs):
-    """Builder arguments: the :class:`WhisperConfig` and the resource profile."""
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The Serve application (``import_path: ray_inference.whisper:build_app``).
 
     Args:
-        args: :class:`WhisperArgs` fields. In the gpu profile the device defaults to
-            ``cuda`` with ``float16``.
+        args: :class:`WhisperArgs` fields.
 
     Returns:
         The bound deployment; no model is loaded until a replica starts.
     """
-    values = dict(args or {})
-    profile = values.get("profile") or current_profile()
-    if profile == "gpu":
-        values.setdefault("device", "cuda")
-        values.setdefault("compute_type", "float16")
-    parsed = WhisperArgs.model_validate(values)
-    config = WhisperConfig.model_validate(
-        parsed.model_dump(include=set(WhisperConfig.model_fields))
-    )
-    service = parsed.resources_for("whisper")
-    return WhisperDeployment.options(  # type: ignore[attr-defined,no-any-return]
-        **service.deployment_options()
-    ).bind(config, admission=AdmissionLimits.of(service))
+    return bind_deployment(WhisperDeployment, WhisperArgs.model_validate(args or {}))
 
+
+SPEC = ModelAppSpec(WhisperArgs, build_app)
+"""The Whisper application: ``/whisper``, :class:`WhisperArgs`, :func:`build_app`."""
 
 app = build_app()

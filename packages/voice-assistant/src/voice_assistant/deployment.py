@@ -29,7 +29,7 @@ from ray.serve import Application
 from starlette.datastructures import UploadFile
 
 from handler_base.clients import ChatClient, STTClient, TTSClient
-from handler_base.deployment import VOICE_BODY_BYTES, HandlerArgs
+from handler_base.deployment import VOICE_BODY_BYTES, HandlerArgs, bind_deployment
 from handler_base.errors import (
     InvalidRequestError,
     TooLargeError,
@@ -38,7 +38,6 @@ from handler_base.errors import (
 )
 from handler_base.http import (
     BINARY_SCHEMA,
-    AdmissionLimits,
     configure_guard,
     file_upload_openapi,
     platform_app,
@@ -135,25 +134,32 @@ def _sse_of(event: VoiceEvent) -> str:
     return sse_event(event.model_dump(mode="json", exclude={"type"}), event=event.type)
 
 
+class VoiceArgs(VoiceConfig, HandlerArgs):
+    """Builder arguments of the voice application (the Serve config's ``args``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_ongoing_requests: int = Field(default=16, ge=1)
+    max_queued_requests: int = Field(default=64, ge=1)
+
+
 @serve.deployment(name="VoiceDeployment")
 @serve.ingress(api)
 class VoiceDeployment:
     """Answers spoken questions: Whisper, then the chat handler's RAG stream, then TTS."""
 
-    def __init__(
-        self, config: VoiceConfig | None = None, admission: AdmissionLimits | None = None
-    ) -> None:
+    def __init__(self, args: VoiceArgs) -> None:
         """Make the clients (nothing is connected until the first request).
 
         Args:
-            config: Voice, language and limits; the defaults when None.
-            admission: The request guard's limits of this replica (HTTP only).
+            args: The assistant's voice, language and limits, and the replica's
+                request guard limits.
         """
         settings = Settings()
-        configure_guard(api, admission, settings)
+        configure_guard(api, args.admission(), settings)
         setup_telemetry(settings, service_name="voice-assistant")
         self.assistant = VoiceAssistant(
-            STTClient(settings), ChatClient(settings), TTSClient(settings), config
+            STTClient(settings), ChatClient(settings), TTSClient(settings), args
         )
 
     # --- handle methods -----------------------------------------------------------------
@@ -202,15 +208,6 @@ class VoiceDeployment:
         )
 
 
-class VoiceArgs(VoiceConfig, HandlerArgs):
-    """Builder arguments of the voice application (the Serve config's ``args``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_ongoing_requests: int = Field(default=16, ge=1)
-    max_queued_requests: int = Field(default=64, ge=1)
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The voice application (``import_path: voice_assistant:build_app``, route ``/voice``).
 
@@ -220,10 +217,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment; nothing is connected until a replica starts.
     """
-    a = VoiceArgs.model_validate(args or {})
-    config = VoiceConfig.model_validate(a.model_dump(include=set(VoiceConfig.model_fields)))
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = VoiceDeployment.options(  # type: ignore[attr-defined]
-        **a.deployment_options()
-    ).bind(config, admission=a.admission())
-    return application
+    return bind_deployment(VoiceDeployment, VoiceArgs.model_validate(args or {}))

@@ -16,9 +16,9 @@ from ray import serve
 from ray.serve import Application
 
 from aictl.web.assets import CONTENT_SECURITY_POLICY, INDEX, StaticFile, load_static_files
-from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs
+from handler_base.deployment import WEB_BODY_BYTES, HandlerArgs, bind_deployment
 from handler_base.errors import NotFoundError
-from handler_base.http import AdmissionLimits, configure_guard, platform_app
+from handler_base.http import configure_guard, platform_app
 
 api: FastAPI = platform_app(
     "Web page",
@@ -44,14 +44,21 @@ def _file_response(file: StaticFile, head: bool = False) -> Response:
     )
 
 
+class WebArgs(HandlerArgs):
+    """Builder arguments of the web application (the Serve config's ``args``)."""
+
+    num_cpus: float = Field(default=0.05, gt=0.0)
+    max_ongoing_requests: int = Field(default=64, ge=1)
+
+
 @serve.deployment(name="WebPage")
 @serve.ingress(api)
 class WebPage:
     """Serves the page and its static files from memory."""
 
-    def __init__(self, admission: AdmissionLimits | None = None) -> None:
-        """Read the static files shipped in the package (``admission``: the guard's limits)."""
-        configure_guard(api, admission)
+    def __init__(self, args: WebArgs) -> None:
+        """Read the static files shipped in the package (``args``: the guard's limits)."""
+        configure_guard(api, args.admission())
         self.files = load_static_files()
 
     def _file(self, name: str) -> StaticFile:
@@ -76,13 +83,6 @@ class WebPage:
         return _file_response(self._file(name))
 
 
-class WebArgs(HandlerArgs):
-    """Builder arguments of the web application (the Serve config's ``args``)."""
-
-    num_cpus: float = Field(default=0.05, gt=0.0)
-    max_ongoing_requests: int = Field(default=64, ge=1)
-
-
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The web application (``import_path: aictl.web:build_app``, route ``/``, app ``web``).
 
@@ -92,9 +92,4 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     Returns:
         The bound deployment.
     """
-    a = WebArgs.model_validate(args or {})
-    # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
-    application: Application = WebPage.options(  # type: ignore[attr-defined]
-        **a.deployment_options()
-    ).bind(admission=a.admission())
-    return application
+    return bind_deployment(WebPage, WebArgs.model_validate(args or {}))

@@ -1,13 +1,12 @@
 """Base of the model clients: a Ray Serve DeploymentHandle inside Ray, HTTP outside.
 
-A concrete client names its Serve application and deployment and the HTTP fallback
-service (a ``Settings`` ``*_url``), and maps each operation to a handle method and an
-HTTP route::
+A concrete client names the service it calls, and maps each operation to a handle method
+and an HTTP route. A model service's client names its contract
+(:mod:`handler_base.services`), which says the Serve application, the deployment and the
+HTTP fallback's setting; other clients set those three names themselves::
 
     class EmbeddingsClient(ServiceClient):
-        service = "embeddings"
-        app_name = "embeddings"
-        deployment_name = "EmbeddingsDeployment"
+        model_service = EMBEDDINGS
 
         async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
             result = await self._call("embed", request, "/v1/embeddings")
@@ -55,6 +54,7 @@ from handler_base.errors import (
     TooLargeError,
     UnavailableError,
 )
+from handler_base.services import ModelService
 from handler_base.settings import Settings
 from handler_base.telemetry import TRACE_CONTEXT_KWARG, inject_trace_headers, trace_carrier
 
@@ -98,6 +98,7 @@ class ServiceClient:
     ``async with``).
 
     Attributes:
+        model_service: The contract of the model service called, when it is one.
         service: Settings name of the HTTP fallback (``settings.service_url(service)``).
         app_name: The Serve application.
         deployment_name: The deployment in ``app_name`` whose methods are called.
@@ -113,6 +114,9 @@ class ServiceClient:
     a live replica, within the same timeout (see :meth:`_retry_on_another_replica`).
     """
 
+    model_service: ClassVar[ModelService | None] = None
+    """The model service called; a subclass that sets it gets the three names below
+    from it."""
     service: ClassVar[str]
     app_name: ClassVar[str]
     deployment_name: ClassVar[str]
@@ -127,6 +131,14 @@ class ServiceClient:
     passes_trace_context: ClassVar[bool] = False
     """The deployment's handle methods take the caller's trace context (they are decorated
     with :func:`handler_base.telemetry.continue_trace`): handle calls pass it along."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        contract = cls.__dict__.get("model_service")
+        if contract is not None:
+            cls.service = contract.url_setting
+            cls.app_name = contract.name
+            cls.deployment_name = contract.deployment
 
     def __init__(
         self,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 from pydantic import ValidationError
 
 from handler_base.clients.base import ServiceClient
 from handler_base.errors import error_from_validation
 from handler_base.inference import MAX_EMBEDDING_INPUTS, EmbeddingsRequest, EmbeddingsResponse
+from handler_base.services import EMBEDDINGS
 
 
 class EmbeddingsClient(ServiceClient):
@@ -18,9 +18,7 @@ class EmbeddingsClient(ServiceClient):
     ``await EmbeddingsClient().embed(["a", "b"])`` gives two unit vectors.
     """
 
-    service: ClassVar[str] = "embeddings"
-    app_name: ClassVar[str] = "embeddings"
-    deployment_name: ClassVar[str] = "EmbeddingsDeployment"
+    model_service = EMBEDDINGS
 
     async def create_embeddings(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         """One embeddings request, as ``POST /v1/embeddings`` takes it.

@@ -43,6 +43,7 @@ from handler_base.inference import (
     ChatMessage,
     ModelList,
 )
+from handler_base.services import LLM
 from handler_base.settings import Settings
 
 __all__ = ["LLMClient", "ServerSideModel"]
@@ -60,9 +61,7 @@ class LLMClient(ServiceClient):
             :class:`~handler_base.clients.serve_llm.ServerSideModel`).
     """
 
-    service = "llm"
-    app_name = "llm"
-    deployment_name = "LLMDeployment"
+    model_service = LLM
     serve_llm_request_type: str = SERVE_LLM_REQUEST_TYPE
 
     def __init__(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 from pydantic import ValidationError
 
 from handler_base.clients.base import ServiceClient
 from handler_base.errors import error_from_validation
 from handler_base.inference import RerankRequest, RerankResponse, RerankResult
+from handler_base.services import RERANKER
 
 
 class RerankerClient(ServiceClient):
@@ -19,9 +19,7 @@ class RerankerClient(ServiceClient):
     five as ``{index, relevance_score}``, best first.
     """
 
-    service: ClassVar[str] = "reranker"
-    app_name: ClassVar[str] = "reranker"
-    deployment_name: ClassVar[str] = "RerankerDeployment"
+    model_service = RERANKER
 
     async def create_rerank(self, request: RerankRequest) -> RerankResponse:
         """One rerank request, as ``POST /v1/rerank`` takes it.

@@ -11,6 +11,7 @@ from handler_base.inference import (
     TranscriptionOptions,
     TranscriptionResponse,
 )
+from handler_base.services import WHISPER
 
 
 class STTClient(ServiceClient):
@@ -27,9 +28,7 @@ class STTClient(ServiceClient):
             print(result.text, result.language)
     """
 
-    service = "stt"
-    app_name = "whisper"
-    deployment_name = "WhisperDeployment"
+    model_service = WHISPER
     route: ClassVar[str] = "/v1/audio/transcriptions"
 
     async def transcribe(

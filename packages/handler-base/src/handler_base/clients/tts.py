@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from handler_base.clients.base import ServiceClient
 from handler_base.errors import InternalError, error_from_validation
 from handler_base.inference import SpeechAudio, SpeechRequest
+from handler_base.services import TTS
 
 SPEECH_ROUTE = "/v1/audio/speech"
 DEFAULT_SAMPLE_RATE = 22_050
@@ -24,9 +25,7 @@ class TTSClient(ServiceClient):
         ...     open("hello.wav", "wb").write(speech.audio)
     """
 
-    service = "tts"
-    app_name = "tts"
-    deployment_name = "TTSDeployment"
+    model_service = TTS
 
     async def synthesize(self, request: SpeechRequest) -> SpeechAudio:
         """Answer one speech request.
