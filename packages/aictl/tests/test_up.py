@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aictl.serve_api import ServeApi, replica_actors
 from handler_base.testing.ray_fixtures import free_port
 from handler_base.testing.speech import speak
 
@@ -36,6 +37,7 @@ API_KEYS = ("up-key-one-5d2e81", "up-key-two-8c4f17")
 class RunningStack:
     process: subprocess.Popen[str]
     env: dict[str, str]
+    dashboard_url: str
     lines: list[str] = field(default_factory=list)
 
     @property
@@ -93,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         text=True,
         start_new_session=True,
     )
-    running = RunningStack(process, env)
+    running = RunningStack(process, env, f"http://127.0.0.1:{dashboard_port}")
     ready = threading.Event()
 
     def read() -> None:
@@ -265,6 +267,50 @@ def test_bad_input_gets_a_clear_error(stack: RunningStack, tmp_path: Path) -> No
     result = stack.aictl("chat", "")
     assert result.returncode == 1
     assert "error" in result.stderr.lower()
+
+
+def test_a_new_prompt_restarts_the_chat_app_and_no_model(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    api = ServeApi(stack.dashboard_url)
+    before = replica_actors(api.applications())
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Answer in one short sentence, from these passages only:\n{passages}\n")
+    nothing_found = "The knowledge base has nothing on that yet."
+    result = stack.aictl(
+        "configure",
+        "chat",
+        "--set",
+        f"rag.prompt_template=@{prompt}",
+        "--set",
+        f"rag.no_sources_answer={nothing_found}",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "chat restarted with the new arguments; 8 other applications kept" in result.stdout
+
+    after = replica_actors(api.applications())
+    assert after["chat"]
+    assert not after["chat"] & before["chat"]
+    others = set(before) - {"chat"}
+    assert {n: after[n] for n in others} == {n: before[n] for n in others}
+    (chat,) = [a for a in api.running_config()["applications"] if a["name"] == "chat"]
+    assert chat["args"]["rag"]["prompt_template"] == prompt.read_text()
+
+    # The new replica answers with the new settings, from the knowledge base it kept.
+    result = stack.aictl("chat", "--collection", "nothing_here", "What is the ZX-41?")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert nothing_found in result.stdout
+    result = stack.aictl("chat", "--collection", "lab", "How fast does the Zephyr-9 boil water?")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lab notes" in result.stdout
+
+    # Arguments the chat builder refuses change nothing.
+    result = stack.aictl("configure", "chat", "--set", "rag.prompt_template=No passages here.")
+    assert result.returncode == 1
+    assert "chat refuses these arguments" in result.stderr
+    assert replica_actors(api.applications()) == after
+    api.close()
 
 
 def test_a_second_up_is_refused(stack: RunningStack) -> None:

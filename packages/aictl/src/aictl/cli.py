@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import sys
@@ -34,8 +35,16 @@ from aictl.local import (
     stack_nats_settings,
     stop_running_stack,
 )
+from aictl.reconfigure import SettingError, check_arguments, parse_setting, with_settings
 from aictl.render import ClusterOptions, PackageIndex, cluster_serve_config, render, to_yaml
-from aictl.serve_api import ApplicationState, ServeApi, deploy_and_wait, summarize
+from aictl.serve_api import (
+    ApplicationState,
+    ServeApi,
+    deploy_and_wait,
+    redeploy_and_wait,
+    replica_actors,
+    summarize,
+)
 from handler_base.errors import ErrorCode, PlatformError, validate_as
 from handler_base.messages import (
     ChatRequest,
@@ -96,6 +105,11 @@ class FormatName(StrEnum):
 
     serve = "serve"
     rayservice = "rayservice"
+
+
+def step(line: str) -> None:
+    """Say what a command is doing now."""
+    console.print(f"[bold]==>[/] {line}", soft_wrap=True)
 
 
 def fail(message: str) -> typer.Exit:
@@ -713,6 +727,20 @@ def render_command(
         err.print(f"Wrote {output}")
 
 
+@contextlib.contextmanager
+def dashboard_api(address: str) -> Iterator[ServeApi]:
+    """Serve's REST API at ``address``; what goes wrong there ends the command, said plainly."""
+    api = ServeApi(address)
+    try:
+        yield api
+    except (RuntimeError, SettingError) as exc:
+        raise fail(str(exc)) from None
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the Ray dashboard at {address}: {exc}") from None
+    finally:
+        api.close()
+
+
 @app.command(name="deploy")
 def deploy_command(
     address: Annotated[
@@ -760,21 +788,58 @@ def deploy_command(
         config = cluster_serve_config(stack, cluster, tuple(only) if only else None)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    api = ServeApi(address)
-
-    def say(line: str) -> None:
-        console.print(f"[bold]==>[/] {line}", soft_wrap=True)
-
-    say(f"Deploying {len(config['applications'])} applications to {address}")
-    try:
-        deploy_and_wait(api, config, print_changes(say), timeout)
-    except RuntimeError as exc:
-        raise fail(str(exc)) from None
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach the Ray dashboard at {address}: {exc}") from None
-    finally:
-        api.close()
+    step(f"Deploying {len(config['applications'])} applications to {address}")
+    with dashboard_api(address) as api:
+        deploy_and_wait(api, config, print_changes(step), timeout)
     console.print("[bold]Deployed:[/] every application runs.")
+
+
+@app.command(name="configure")
+def configure_command(
+    application: Annotated[str, typer.Argument(help="The application to change, e.g. chat.")],
+    settings: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="KEY=VALUE of the application's arguments (dots go into objects: "
+            "rag.prompt_template=@prompt.txt reads a file; JSON values are parsed). Repeat.",
+        ),
+    ],
+    address: Annotated[
+        str | None,
+        typer.Option(help="The Ray dashboard (default: the running aictl up stack's)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the application to run again.")
+    ] = 600.0,
+) -> None:
+    """Change one application's arguments on the running platform; the others keep running.
+
+    The chat application's prompt, context budget and chunking are its `rag` arguments,
+    so a new prompt restarts the chat replicas and no model. The arguments are checked by
+    the application's own builder before anything is applied.
+    """
+    if address is None:
+        state = read_state(Settings())
+        if state is None:
+            raise fail("no local stack runs (aictl up); give the cluster's --address")
+        address = state.dashboard_url
+    with dashboard_api(address) as api:
+        running = api.running_config()
+        changed = with_settings(running, application, [parse_setting(s) for s in settings])
+        if changed == running:
+            console.print(f"Nothing to change: {application} already runs with these arguments.")
+            return
+        check_arguments(changed, application)
+        before = replica_actors(api.applications())
+        step(f"Applying the new arguments of {application}")
+        after = redeploy_and_wait(api, changed, application, before, print_changes(step), timeout)
+    restarted = sorted(name for name in after if after[name] != before.get(name))
+    kept = sorted(name for name in after if after[name] == before.get(name))
+    console.print(
+        f"[bold]Configured:[/] {', '.join(restarted)} restarted with the new arguments; "
+        f"{len(kept)} other applications kept their replicas."
+    )
 
 
 @app.command(name="wheelhouse")

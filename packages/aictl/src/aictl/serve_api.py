@@ -27,6 +27,8 @@ class ReplicaState(BaseModel):
     state: str
     pid: int | None = None
     node_id: str | None = None
+    actor_id: str | None = None
+    """The replica's Ray actor: a new one each time Serve restarts or replaces it."""
 
 
 class DeploymentState(BaseModel):
@@ -130,6 +132,34 @@ class ServeApi:
             )
         return states
 
+    def running_config(self) -> dict[str, Any]:
+        """The Serve config that runs now: every application as it was applied.
+
+        Applying it again changes nothing; applying it with one application's arguments
+        changed redeploys that application only.
+
+        Raises:
+            RuntimeError: An application was deployed without a config (``serve.run``).
+        """
+        response = self._client.get(APPLICATIONS_ROUTE)
+        response.raise_for_status()
+        found = response.json()
+        applications = []
+        for name, app in (found.get("applications") or {}).items():
+            config = app.get("deployed_app_config")
+            if config is None:
+                raise RuntimeError(
+                    f"application {name!r} was not deployed from a Serve config, so its "
+                    "config cannot be read back"
+                )
+            applications.append(config)
+        http = found.get("http_options") or {}
+        return {
+            "proxy_location": found.get("proxy_location"),
+            "http_options": {"host": http.get("host"), "port": http.get("port")},
+            "applications": applications,
+        }
+
     def node_resources(self) -> list[dict[str, float]]:
         """The total resources of each live node of the cluster (Ray's state API)."""
         response = self._client.get(NODES_ROUTE, params={"limit": 10000, "detail": "true"})
@@ -218,4 +248,57 @@ def deploy_and_wait(
                 f"not every application ran within {timeout_s:.0f} s: "
                 + "; ".join(f"{s.name} {s.status.lower()} {s.message}".strip() for s in waiting)
             )
+        time.sleep(poll_s)
+
+
+def replica_actors(states: list[ApplicationState]) -> dict[str, frozenset[str]]:
+    """The Ray actors of each application's replicas, by application name."""
+    return {
+        state.name: frozenset(
+            replica.actor_id
+            for deployment in state.deployments
+            for replica in deployment.replicas
+            if replica.actor_id
+        )
+        for state in states
+    }
+
+
+def redeploy_and_wait(
+    api: ServeApi,
+    config: Mapping[str, Any],
+    app: str,
+    before: Mapping[str, frozenset[str]],
+    on_progress: Callable[[list[ApplicationState]], None],
+    timeout_s: float,
+    poll_s: float = 1.0,
+) -> dict[str, frozenset[str]]:
+    """Apply ``config``, in which ``app`` changed, and wait until new replicas serve it.
+
+    Serve keeps ``RUNNING`` on an application for a moment after a new config arrives, so
+    "running" alone could be the old replicas: this waits until every replica of ``app``
+    is a new actor (none of ``before[app]``) and the application runs.
+
+    Returns:
+        The replicas' actors of every application afterwards (:func:`replica_actors`).
+
+    Raises:
+        RuntimeError: Serve refused the config, ``app`` failed to deploy (with Serve's
+            reason), or it did not run again in time.
+    """
+    api.deploy(config)
+    old = before.get(app, frozenset())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = api.applications()
+        state = next((s for s in states if s.name == app), None)
+        on_progress([state] if state else [])
+        if state is not None and state.has_failed:
+            raise RuntimeError(f"{app} failed to deploy: {state.failure()}")
+        actors = replica_actors(states)
+        mine = actors.get(app, frozenset())
+        if state is not None and state.is_running and mine and not mine & old:
+            return actors
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{app} did not run with the new arguments within {timeout_s:.0f} s")
         time.sleep(poll_s)

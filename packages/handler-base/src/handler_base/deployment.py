@@ -14,6 +14,8 @@ them before the body is read (the README's "Limits" table lists them).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +66,17 @@ def bind_deployment(deployment: Any, args: DeploymentArgs, *handles: Any) -> App
     # `@serve.deployment` makes the class a Deployment; its type stubs do not say so.
     application: Application = deployment.options(**args.deployment_options()).bind(args, *handles)
     return application
+
+
+def build_application(import_path: str, args: Mapping[str, Any]) -> Any:
+    """The Serve application that the builder ``module:function`` makes from ``args``.
+
+    This is what Serve does with a config's ``import_path`` and ``args``: the builder
+    validates the arguments and binds the deployments, and starts nothing.
+    """
+    module_name, _, attribute = import_path.partition(":")
+    builder = getattr(importlib.import_module(module_name), attribute)
+    return builder(dict(args))
 
 
 def actor_options(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, Any]:

@@ -9,10 +9,10 @@ it too) is a ``nats-server`` that takes voice replies and can be restarted on th
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from handler_base.deployment import build_application
 from handler_base.messaging.server import VOICE_MAX_PAYLOAD, platform_nats
 
 __all__ = [
@@ -43,13 +43,6 @@ class AppDescription(Protocol):
     @property
     def args(self) -> dict[str, Any]:
         """The builder's arguments."""
-
-
-def build_application(import_path: str, args: Mapping[str, Any]) -> Any:
-    """The Serve application that ``module:builder`` makes from ``args``."""
-    module_name, _, attribute = import_path.partition(":")
-    builder = getattr(importlib.import_module(module_name), attribute)
-    return builder(dict(args))
 
 
 def deploy_apps(
