@@ -204,7 +204,7 @@ def test_an_index_missing_a_dependency_fails_the_deploy_with_pips_error(
     lacking = tmp_path / "lacking"
     with package_index(lacking) as partial:
         for wheel in index.directory.iterdir():
-            if not wheel.name.startswith("pypdf-"):
+            if not wheel.name.startswith("pymilvus-"):
                 shutil.copy(wheel, partial.directory)
         result = cli_deploy(
             head_only.dashboard_url,
@@ -219,7 +219,7 @@ def test_an_index_missing_a_dependency_fails_the_deploy_with_pips_error(
     assert result.exit_code != 0
     output = " ".join(result.output.split())
     assert "chat failed to deploy" in output
-    assert "pypdf" in output, output
+    assert "pymilvus" in output, output
 
 
 def test_a_bridge_that_cannot_reach_nats_fails_the_deploy_naming_nats_url(
