@@ -52,24 +52,36 @@ def build_application(import_path: str, args: Mapping[str, Any]) -> Any:
 
 
 def deploy_apps(
-    apps: Iterable[AppDescription], overrides: Mapping[str, Mapping[str, Any]] | None = None
+    apps: Iterable[AppDescription],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    at_once: bool = False,
 ) -> list[str]:
     """Run each application on Serve (in order, each healthy before the next); their names.
 
     Args:
         apps: The applications (models first, as :func:`aictl.apps.applications` lists them).
         overrides: Builder arguments to change, by application name.
+        at_once: Start them all together and wait until every one runs: their replicas
+            load side by side. Only for applications that need none of the others to
+            start (the model apps).
     """
     from ray import serve
 
-    names = []
-    for app in apps:
-        args = {**app.args, **(overrides or {}).get(app.name, {})}
-        serve.run(
-            build_application(app.import_path, args), name=app.name, route_prefix=app.route_prefix
+    targets = [
+        serve.RunTarget(
+            build_application(app.import_path, {**app.args, **(overrides or {}).get(app.name, {})}),
+            name=app.name,
+            route_prefix=app.route_prefix,
         )
-        names.append(app.name)
-    return names
+        for app in apps
+    ]
+    if at_once and targets:
+        serve.run_many(targets)
+    elif not at_once:
+        for target in targets:
+            serve.run(target.target, name=target.name, route_prefix=target.route_prefix)
+    return [target.name for target in targets]
 
 
 def delete_apps(names: Iterable[str]) -> None:

@@ -6,12 +6,13 @@ a conftest a session fixture ``model_app_descriptions`` that returns the applica
 :class:`aictl.apps.AppSpec`): this package imports nothing above it, so the repository's
 conftest passes in the cpu profile's model apps.
 
-- ``model_apps``: those applications on the session's Serve, deployed on first use (each
-  healthy before the next) and never deleted before Serve shuts down at the end of the
-  session; a :class:`~handler_base.testing.platform.SharedApps`. Loading the five models
-  takes minutes on two cores, so every test module that needs the standard models uses
-  these. A module that needs a model configured otherwise deploys its own copy under
-  another name and route; handler applications (chat, voice) stay per module.
+- ``model_apps``: those applications on the session's Serve, deployed on first use (all
+  at once, their models loading side by side) and never deleted before Serve shuts down
+  at the end of the session; a :class:`~handler_base.testing.platform.SharedApps`.
+  Loading the five models takes minutes on two cores, so every test module that needs
+  the standard models uses these. A module that needs a model configured otherwise
+  deploys its own copy under another name and route; handler applications (chat, voice)
+  stay per module.
 
 After each module that ran while the shared applications were up, a check fails the
 module's last test when one of them is gone (deleted by a test that did not own it).
@@ -36,7 +37,7 @@ def model_apps(
     model_app_descriptions: Sequence[AppDescription],
 ) -> SharedApps:
     """The model applications on the session's Serve, deployed once, shared by every module."""
-    deploy_apps(model_app_descriptions)
+    deploy_apps(model_app_descriptions, at_once=True)
     shared = SharedApps(
         http_url=serve_instance.http_url,
         apps={app.name: app for app in model_app_descriptions},
