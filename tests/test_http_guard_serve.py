@@ -2,7 +2,9 @@
 
 API keys reach a replica through its process environment. Production sets ``API_KEYS``
 where the cluster starts (or ``SECRETS_DIR``); this test gives only its own replicas the
-variable, through ``runtime_env``, so the session's other apps stay open.
+variable, through ``runtime_env``, so the session's other apps stay open: a guarded chat
+app, and a guarded copy of the embeddings app under a name of its own (the chat app
+reaches the session's model apps, ``model_apps``, through handles).
 """
 
 import asyncio
@@ -15,9 +17,11 @@ import httpx
 import pytest
 
 from chat_handler.deployment import ChatArgs, ChatDeployment
+from handler_base.clients import EmbeddingsClient
 from handler_base.deployment import CHAT_BODY_BYTES
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
-from ray_inference import embeddings, llm, reranker
+from ray_inference import embeddings
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +30,7 @@ KEYED = {"Authorization": f"Bearer {KEYS[0]}"}
 COLLECTION = "guarded"
 FACT = "The Q-7 lantern glows amber and weighs 212 grams."
 QUESTION = "What colour does the Q-7 lantern glow?"
+GUARDED_EMBEDDINGS = "embeddings-guarded"
 WORKING, WAITING = 2, 2
 """The guarded chat replica's admission: small, so that a burst of requests passes it."""
 
@@ -35,8 +40,10 @@ def keyed_env() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The model apps (embeddings with keys) and a guarded chat app; the proxy's URL."""
+def urls(
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A guarded embeddings app and a guarded chat app beside the models; the proxy's URL."""
     from ray import serve
 
     embeddings_args = embeddings.EmbeddingsArgs(profile="cpu")
@@ -46,11 +53,9 @@ def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -
         embeddings.EmbeddingsDeployment.options(**options).bind(  # type: ignore[attr-defined]
             embeddings_args
         ),
-        name="embeddings",
-        route_prefix="/embeddings",
+        name=GUARDED_EMBEDDINGS,
+        route_prefix=f"/{GUARDED_EMBEDDINGS}",
     )
-    serve.run(reranker.build_app(None), name="reranker", route_prefix="/reranker")
-    serve.run(llm.build_app({"profile": "cpu"}), name="llm", route_prefix="/llm")
     args = ChatArgs(
         num_cpus=0.1,
         max_ongoing_requests=WORKING,
@@ -71,7 +76,7 @@ def urls(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -
     try:
         yield serve_instance.http_url
     finally:
-        for name in ("chat-guarded", "llm", "reranker", "embeddings"):
+        for name in ("chat-guarded", GUARDED_EMBEDDINGS):
             serve.delete(name)
 
 
@@ -128,12 +133,13 @@ async def test_an_accepted_key_in_either_header_is_served(http: httpx.AsyncClien
 
 async def test_a_model_app_needs_the_key_over_http_but_not_over_its_handle(urls: str) -> None:
     body = {"input": ["a lantern"], "model": "all-MiniLM-L6-v2"}
-    async with httpx.AsyncClient(base_url=f"{urls}/embeddings", timeout=120) as client:
+    async with httpx.AsyncClient(base_url=f"{urls}/{GUARDED_EMBEDDINGS}", timeout=120) as client:
         assert_error(await client.post("/v1/embeddings", json=body), 401, "unauthorized")
         served = await client.post("/v1/embeddings", json=body, headers=KEYED)
     assert served.status_code == 200, served.text
     assert len(served.json()["data"][0]["embedding"]) == 384
-    # The chat answer above reached the same replica through its handle, with no key.
+    async with EmbeddingsClient(mode="handle", app_name=GUARDED_EMBEDDINGS) as by_handle:
+        assert len(await by_handle.embed_one("a lantern")) == 384
 
 
 async def test_past_capacity_requests_are_shed_in_the_shape_and_the_app_recovers(

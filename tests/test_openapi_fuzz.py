@@ -1,12 +1,12 @@
 """Schemathesis over the OpenAPI documents of the platform's HTTP apps, on the real stack.
 
-Every app is deployed on the session's Serve with the real packaged models (embeddings,
-reranker, LLM in its cpu profile, Whisper, TTS), the chat app with a Milvus Lite
-knowledge base in a temporary folder, and the voice app. Each app's document is read
-from its live URL (``/{prefix}/openapi.json``); every operation in it is called with
-invalid data (negative) and with valid data (positive). Checks: no 5xx
-(``not_a_server_error``) and, where the document declares the response's status, a body
-that conforms to its schema (``response_schema_conformance``). Schemathesis's
+Every app runs on the session's Serve: the model apps with the real packaged models
+(``model_apps``: embeddings, reranker, LLM in its cpu profile, Whisper, TTS), the chat
+app with a Milvus Lite knowledge base in a temporary folder, and the voice app. Each
+app's document is read from its live URL (``/{prefix}/openapi.json``); every operation
+in it is called with invalid data (negative) and with valid data (positive). Checks: no
+5xx (``not_a_server_error``) and, where the document declares the response's status, a
+body that conforms to its schema (``response_schema_conformance``). Schemathesis's
 ``negative_data_rejection`` is left out: pydantic's lax mode takes ``true`` for an
 integer field (``top_n: true`` is 1), which that check reports.
 
@@ -33,6 +33,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from chat_handler import deployment as chat
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference import embeddings, llm, reranker, tts, whisper
 from voice_assistant import deployment as voice
@@ -128,24 +129,14 @@ def bounded(prefix: str, mode: GenerationMode, body: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Deploy every app, ingest the small collection, yield the Serve proxy's URL."""
+def stack(
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Deploy the chat and voice apps beside the models, ingest the small collection, yield
+    the Serve proxy's URL."""
     from ray import serve
 
     data_dir = tmp_path_factory.mktemp("openapi-fuzz")
-    model_args: dict[str, dict[str, Any]] = {
-        "llm": {"profile": "cpu"},
-        "whisper": {"data_dir": str(data_dir)},
-    }
-    models = {
-        "embeddings": embeddings,
-        "reranker": reranker,
-        "llm": llm,
-        "whisper": whisper,
-        "tts": tts,
-    }
-    for name, module in models.items():
-        serve.run(module.build_app(model_args.get(name)), name=name, route_prefix=f"/{name}")
     serve.run(
         chat.build_app({"milvus_uri": str(data_dir / "milvus.db")}),
         name="chat",
@@ -164,7 +155,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
         assert response.status_code == 200, response.text
         yield serve_instance.http_url
     finally:
-        for name in ("voice", "chat", *models):
+        for name in ("voice", "chat"):
             serve.delete(name)
 
 

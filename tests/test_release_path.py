@@ -9,8 +9,8 @@ rendered ``serveConfigV2``, on this machine:
    that exists nowhere but in the index proves that the code came from the index.
 2. A real index server (pypiserver, uploads behind a password) listens on 127.0.0.1;
    the wheels go there with ``uv publish``.
-3. The models are deployed from this environment (as in the chat handler's tests); the
-   chat app from the Serve config entry that ``aictl.render`` writes, whose
+3. The models are the session's (``model_apps``, deployed from this environment); the
+   chat app is deployed from the Serve config entry that ``aictl.render`` writes, whose
    ``runtime_env.pip`` installs the pinned wheels from that index. The config goes
    through the controller's ``deploy_apps``, as the dashboard's ``PUT
    /api/serve/applications/`` (what ``serve deploy`` and KubeRay call) does; the test
@@ -45,8 +45,8 @@ from handler_base.testing.package_index import (
     build_wheel,
     package_index,
 )
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
-from ray_inference import embeddings, llm, reranker
 
 pytestmark = [
     pytest.mark.integration,
@@ -63,7 +63,6 @@ RELEASED = ("handler-base", "chat-handler")
 BASE_VERSION = version("handler-base")
 FIRST = f"{BASE_VERSION}.post1"
 SECOND = f"{BASE_VERSION}.post2"
-MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
 DEPLOY_TIMEOUT_S = 900.0
 
 COLLECTION = "release"
@@ -223,13 +222,13 @@ class ReleasedChat:
 
 @pytest.fixture(scope="module")
 def released_chat(
-    serve_instance: LocalServe, index: LocalIndex, tmp_path_factory: pytest.TempPathFactory
+    serve_instance: LocalServe,
+    model_apps: SharedApps,
+    index: LocalIndex,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ReleasedChat]:
     from ray import serve
 
-    for name, module in MODEL_APPS.items():
-        args = {"profile": "cpu"} if name == "llm" else None
-        serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
     workdir = tmp_path_factory.mktemp("release")
     chat = ReleasedChat(
         url=f"{serve_instance.http_url}/chat",
@@ -243,8 +242,7 @@ def released_chat(
         chat.environments.append(Path(installed_in_runtime_env(pip_of(config))["prefix"]))
         yield chat
     finally:
-        for name in ("chat", *MODEL_APPS):
-            serve.delete(name)
+        serve.delete("chat")
         # Each environment is a full copy of ours (Ray clones the virtualenv it runs
         # in); their pins name this test's index only, so nothing will reuse them.
         for environment in chat.environments:

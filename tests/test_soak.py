@@ -1,12 +1,12 @@
 """Soak under faults, short: the whole platform under load while parts of it die.
 
-The cpu profile of ``aictl up`` (every model, chat, voice) on the session's Serve, a
-nats-server and one NATS bridge in at-least-once mode. Chat and voice requests go over
-HTTP and NATS from several clients while an embeddings replica, the chat replica and the
-bridge actor are killed and the nats-server restarts. Nothing accepted may be lost or
-answered twice, and afterwards every kind of request is answered again with nobody's
-help. ``bench/soak.py`` is the long run (with memory); both use
-:mod:`handler_base.testing.soak`.
+The cpu profile of ``aictl up`` (every model, chat, voice) on the session's Serve (the
+models are the session's ``model_apps``), a nats-server and one NATS bridge in
+at-least-once mode. Chat and voice requests go over HTTP and NATS from several clients
+while an embeddings replica, the chat replica and the bridge actor are killed and the
+nats-server restarts. Nothing accepted may be lost or answered twice, and afterwards
+every kind of request is answered again with nobody's help. ``bench/soak.py`` is the
+long run (with memory); both use :mod:`handler_base.testing.soak`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest_asyncio
 
 from handler_base.testing.nats import NatsServer
 from handler_base.testing.nats_fixtures import nats_test_settings
-from handler_base.testing.platform import delete_apps, deploy_apps, platform_nats
+from handler_base.testing.platform import SharedApps, delete_apps, deploy_apps, platform_nats
 from handler_base.testing.ray_fixtures import LocalServe
 from handler_base.testing.soak import (
     SOAK_COLLECTION,
@@ -58,7 +58,7 @@ class Platform:
 
 @pytest_asyncio.fixture(scope="module")
 async def platform(
-    serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
     from aictl.apps import StackOptions, applications
     from pipeline_bridge import BridgeConfig, start_bridges, stop_bridges
@@ -66,7 +66,8 @@ async def platform(
     data = Path(tmp_path_factory.mktemp("soak"))
     # The bridge runs as actors here (killing one is a fault), not as the bridge app.
     stack = StackOptions(milvus_uri=str(data / "milvus.db"), with_web=False, with_bridge=False)
-    apps = applications(stack)
+    # The handler apps of the cpu profile; the models are the session's (model_apps).
+    apps = [app for app in applications(stack) if app.name not in model_apps.apps]
     names = await asyncio.to_thread(deploy_apps, apps)
     nats = platform_nats().start()
     config = BridgeConfig(

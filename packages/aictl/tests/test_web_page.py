@@ -1,16 +1,16 @@
 """The web page on the real stack, over plain HTTP and in headless Chromium.
 
-The model apps, the chat app (a Milvus Lite knowledge base in a temporary folder,
-temperature 0) and the web app at ``/`` run on the session's Ray cluster; when the
-voice app exists, whisper, tts and voice run too. A small corpus with a made-up fact is
+The session's model apps (``model_apps``), the chat app (a Milvus Lite knowledge base
+in a temporary folder, temperature 0), the web app at ``/`` and, when it exists, the
+voice app run on the session's Ray cluster. A small corpus with a made-up fact is
 ingested. The browser scripts under ``browser/`` drive Debian's ``chromium`` through
 npm ``playwright-core`` (installed there by ``./dev install``) and print JSON that the
 tests assert on. The fake microphone plays a WAV spoken by the test itself.
 
-Access control is on: every app gets ``API_KEYS`` in its replicas' environment (through
-``runtime_env.env_vars``, fit for a test; ``aictl up`` passes it through the process
-environment). The page and its files stay open; the page asks for the key when an API
-answers 401.
+Access control is on: the chat, voice and web apps get ``API_KEYS`` in their replicas'
+environment (through ``runtime_env.env_vars``, fit for a test; ``aictl up`` passes it
+through the process environment, to the model apps too; the page calls only these). The
+page and its files stay open; the page asks for the key when an API answers 401.
 """
 
 import json
@@ -29,9 +29,9 @@ from ray.serve import Application
 
 from aictl.web import APP_NAME, ROUTE_PREFIX, build_app
 from chat_handler.deployment import build_app as build_chat_app
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from handler_base.testing.speech import convert_wav, read_wav, speak, to_wav, word_accuracy
-from ray_inference import embeddings, llm, reranker, tts, whisper
 
 # Deploying the models and waiting for a slow shared CPU take longer than the default.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -58,8 +58,6 @@ DOCUMENTS = [
     },
     {"id": "hours", "text": "The support desk opens at 9 in the morning and closes at 5."},
 ]
-MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
-VOICE_MODEL_APPS = {"whisper": whisper, "tts": tts}
 ANSWER_TIMEOUT_MS = 240_000
 API_KEY = "test-key-123"
 API_KEYS = f"web-other-key-5b1,{API_KEY}"
@@ -102,17 +100,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     from ray import serve
 
     build_voice = voice_builder()
-    models = {**MODEL_APPS, **(VOICE_MODEL_APPS if build_voice else {})}
     deployed: list[str] = []
     try:
-        for name, module in models.items():
-            args = {"profile": "cpu"} if name == "llm" else None
-            serve.run(with_api_keys(module.build_app(args)), name=name, route_prefix=f"/{name}")
-            deployed.append(name)
         milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
         serve.run(
             with_api_keys(build_chat_app({"milvus_uri": milvus_uri})),

@@ -1,7 +1,7 @@
 """The chat app with the real models on the session's Ray cluster, over HTTP and handles.
 
-The embeddings, reranker and LLM apps of ray_inference are deployed beside the chat app,
-whose knowledge base is a Milvus Lite database in a temporary folder.
+The chat app runs beside the session's model apps (``model_apps``); its knowledge base
+is a Milvus Lite database in a temporary folder.
 """
 
 import json
@@ -14,8 +14,7 @@ import pytest
 from chat_handler.deployment import build_app
 from chat_handler.rag import NO_SOURCES_ANSWER, RERANKED_KEY
 from handler_base.messages import ChatRequest, ChatResponse
-from handler_base.testing.ray_fixtures import LocalServe
-from ray_inference import embeddings, llm, reranker
+from handler_base.testing.platform import SharedApps
 
 pytestmark = pytest.mark.integration
 
@@ -34,23 +33,18 @@ DOCUMENTS = [
     },
     {"id": "hours", "text": "The support desk opens at 9 in the morning and closes at 5."},
 ]
-MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
 
 
 @pytest.fixture(scope="module")
-def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def chat_url(model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from ray import serve
 
-    for name, module in MODEL_APPS.items():
-        args = {"profile": "cpu"} if name == "llm" else None
-        serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
     milvus_uri = str(tmp_path_factory.mktemp("chat-milvus") / "milvus.db")
     serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
     try:
-        yield f"{serve_instance.http_url}/chat"
+        yield f"{model_apps.http_url}/chat"
     finally:
-        for name in ("chat", *MODEL_APPS):
-            serve.delete(name)
+        serve.delete("chat")
 
 
 @pytest.fixture(scope="module")
@@ -279,12 +273,11 @@ def test_the_openai_client_works(http: httpx.Client, chat_url: str) -> None:
         )
 
 
-def test_the_reranker_stopped_still_gives_an_answer(http: httpx.Client) -> None:
-    """Last in the module: it deletes the reranker app."""
-    from ray import serve
-
-    serve.delete("reranker")
-    response = http.post("", json={"query": QUESTION, "collection": COLLECTION, "top_n": 2})
+def test_the_reranker_stopped_still_gives_an_answer(
+    http: httpx.Client, model_apps: SharedApps
+) -> None:
+    with model_apps.stopped("reranker"):
+        response = http.post("", json={"query": QUESTION, "collection": COLLECTION, "top_n": 2})
     assert response.status_code == 200, response.text
     sources = response.json()["sources"]
     assert sources

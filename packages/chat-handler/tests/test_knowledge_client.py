@@ -1,7 +1,7 @@
 """``KnowledgeClient`` against the real chat app, through its handle and over HTTP.
 
-Only the embeddings app is deployed beside the chat app: the knowledge operations need
-no reranker or LLM.
+The chat app runs beside the session's model apps (``model_apps``); the knowledge
+operations use only the embeddings app.
 """
 
 from collections.abc import Iterator
@@ -13,8 +13,7 @@ from handler_base.clients import KnowledgeClient
 from handler_base.clients.base import ClientMode
 from handler_base.errors import InvalidRequestError
 from handler_base.settings import Settings
-from handler_base.testing.ray_fixtures import LocalServe
-from ray_inference import embeddings
+from handler_base.testing.platform import SharedApps
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +22,15 @@ PATH_ID = "/manuals/kettle.md"
 
 
 @pytest.fixture(scope="module")
-def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def chat_url(model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from ray import serve
 
-    serve.run(embeddings.build_app(None), name="embeddings", route_prefix="/embeddings")
     milvus_uri = str(tmp_path_factory.mktemp("knowledge-milvus") / "milvus.db")
     serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
     try:
-        yield f"{serve_instance.http_url}/chat"
+        yield f"{model_apps.http_url}/chat"
     finally:
-        for name in ("chat", "embeddings"):
-            serve.delete(name)
+        serve.delete("chat")
 
 
 @pytest.mark.parametrize("mode", ["handle", "http"])

@@ -8,7 +8,7 @@ the pipeline service, again after the NATS server restarts; with a wrong passwor
 bridge does not start; and no secret is in any log of the Ray session.
 
 Chat questions go to a collection that does not exist, which the chat handler answers
-after one embedding and no LLM, so only the embeddings and chat apps are deployed.
+after one embedding and no LLM: the chat app runs beside the session's model apps.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ from handler_base.testing.nats_auth import (
     user_password_config,
 )
 from handler_base.testing.nats_fixtures import NatsServerFactory, nats_test_settings
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from pipeline_bridge import BridgeConfig, start_bridges, stop_bridges
 from pipeline_bridge.pipelines import PipelineServiceConfig
 from pipeline_bridge.pipelines.actor import start_pipeline_service, stop_pipeline_service
-from ray_inference import embeddings
 
 pytestmark = pytest.mark.integration
 
@@ -58,18 +58,17 @@ SECRETS: list[str] = [PASSWORD, WRONG_PASSWORD]
 
 
 @pytest.fixture(scope="module")
-def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embeddings and chat apps on the session's Serve (an empty knowledge base)."""
+def stack(
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The chat app on the session's Serve (an empty knowledge base), beside the models."""
     from ray import serve
 
-    from chat_handler.deployment import ChatDeployment
+    from chat_handler import build_app
 
     data_dir = tmp_path_factory.mktemp("bridge-auth-data")
     apps: dict[str, Any] = {
-        "embeddings": embeddings.build_app(None),
-        "chat": ChatDeployment.options(  # type: ignore[attr-defined]
-            ray_actor_options={"num_cpus": 0.1}
-        ).bind(milvus_uri=str(data_dir / "milvus.db")),
+        "chat": build_app({"num_cpus": 0.1, "milvus_uri": str(data_dir / "milvus.db")}),
     }
     for name, app in apps.items():
         serve.run(app, name=name, route_prefix=f"/{name}")

@@ -1,9 +1,9 @@
 """NATSBridge actors on the session's Ray cluster, with the real models behind them.
 
-The embeddings, reranker, LLM, Whisper and TTS apps are deployed with the chat app (a
-Milvus Lite knowledge base in a temporary folder, holding a made-up fact) and the voice
-app. Every test has its own nats-server. Spans go by OTLP (HTTP/protobuf) to a small
-receiver in this test process, which keeps what it is sent.
+The session's model apps (``model_apps``) run with the chat app (a Milvus Lite knowledge
+base in a temporary folder, holding a made-up fact) and the voice app. Every test has
+its own nats-server. Spans go by OTLP (HTTP/protobuf) to a small receiver in this test
+process, which keeps what it is sent.
 
 Questions about a collection that does not exist are answered without the LLM (no
 sources, nothing to generate), so most tests cost one embedding and one search each.
@@ -47,10 +47,10 @@ from handler_base.messaging import (
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
 from handler_base.testing.nats_fixtures import NatsServerFactory, nats_test_settings
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe, free_port
 from handler_base.testing.speech import speak
 from pipeline_bridge import BridgeConfig, start_bridges, stop_bridges
-from ray_inference import embeddings, llm, reranker, tts, whisper
 
 pytestmark = pytest.mark.integration
 
@@ -140,9 +140,12 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="module")
 def stack(
-    serve_instance: LocalServe, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+    serve_instance: LocalServe,
+    model_apps: SharedApps,
+    otlp: OtlpReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """Deploy the models, chat (exporting its spans to ``otlp``) and voice; ingest the fact."""
+    """Deploy chat (exporting its spans to ``otlp``) and voice beside the models; ingest."""
     from ray import serve
 
     from chat_handler.deployment import ChatArgs, ChatDeployment
@@ -150,11 +153,6 @@ def stack(
 
     data_dir = tmp_path_factory.mktemp("bridge-data")
     apps: dict[str, Any] = {
-        "embeddings": embeddings.build_app(None),
-        "reranker": reranker.build_app(None),
-        "llm": llm.build_app({"profile": "cpu"}),
-        "whisper": whisper.build_app({"data_dir": str(data_dir)}),
-        "tts": tts.build_app(None),
         # The real chat deployment, with the OTLP endpoint in its environment.
         "chat": ChatDeployment.options(  # type: ignore[attr-defined]
             ray_actor_options={

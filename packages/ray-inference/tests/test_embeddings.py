@@ -1,7 +1,7 @@
 """The embeddings deployment on a real local Ray cluster with the packaged MiniLM model."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ from handler_base.inference import (
     MAX_EMBEDDING_INPUTS,
     EmbeddingsRequest,
 )
-from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.platform import SharedApps
 from ray_inference.embeddings import EmbeddingsArgs, build_app
 from ray_inference.text_encoder import TextEncoder
 
@@ -28,14 +28,8 @@ UNRELATED = "The Eiffel Tower is in Paris."
 
 
 @pytest.fixture(scope="module")
-def embeddings_app(serve_instance: LocalServe) -> Iterator[str]:
-    from ray import serve
-
-    serve.run(build_app(), name="embeddings", route_prefix="/embeddings")
-    try:
-        yield f"{serve_instance.http_url}/embeddings"
-    finally:
-        serve.delete("embeddings")
+def embeddings_app(model_apps: SharedApps) -> str:
+    return model_apps.url("embeddings")
 
 
 @pytest.fixture

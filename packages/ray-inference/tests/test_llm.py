@@ -24,6 +24,7 @@ from openai import AsyncOpenAI
 from handler_base.clients.llm import LLMClient
 from handler_base.errors import InvalidRequestError, TooLargeError, UnavailableError
 from handler_base.inference import MAX_COMPLETION_TOKENS, ChatCompletionRequest, ChatMessage
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference.llm import (
     DEFAULT_MODEL_ID,
@@ -220,16 +221,8 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def llm_url(serve_instance: LocalServe) -> Iterator[str]:
-    from ray import serve
-
-    serve.run(build_app({"profile": "cpu"}), name="llm", route_prefix="/llm")
-    url = f"{serve_instance.http_url}/llm"
-    try:
-        wait_healthy(url)
-        yield url
-    finally:
-        serve.delete("llm")
+def llm_url(model_apps: SharedApps) -> str:
+    return model_apps.url("llm")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

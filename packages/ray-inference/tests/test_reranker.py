@@ -23,6 +23,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from handler_base.clients.reranker import RerankerClient
 from handler_base.errors import InvalidRequestError, TooLargeError
 from handler_base.inference import MAX_RERANK_DOCUMENTS, RerankRequest
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference.model_sources import ModelSourceError
 from ray_inference.reranker import (
@@ -270,14 +271,8 @@ def test_cross_encoder_needs_a_model_source(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reranker_app(serve_instance: LocalServe) -> Iterator[str]:
-    from ray import serve
-
-    serve.run(build_app(), name="reranker", route_prefix="/reranker")
-    try:
-        yield f"{serve_instance.http_url}/reranker"
-    finally:
-        serve.delete("reranker")
+def reranker_app(model_apps: SharedApps) -> str:
+    return model_apps.url("reranker")
 
 
 @pytest.fixture(scope="module")

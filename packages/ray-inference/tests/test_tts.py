@@ -8,7 +8,7 @@ import io
 import re
 import shutil
 import wave
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ from handler_base.audio import read_wav, rms
 from handler_base.clients.tts import TTSClient
 from handler_base.errors import InvalidRequestError, TooLargeError
 from handler_base.inference import MAX_SPEECH_INPUT_CHARS, SpeechRequest
-from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.platform import SharedApps
 from ray_inference.model_sources import resolve_model_source
 from ray_inference.tts import (
     DEFAULT_VOICE_SOURCE,
@@ -193,14 +193,9 @@ def test_espeak_voice_is_heard_back(tts: TextToSpeech, whisper: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def tts_url(serve_instance: LocalServe) -> Iterator[str]:
-    from ray import serve
-
-    serve.run(build_app({"voices": VOICES}), name="tts", route_prefix="/tts")
-    try:
-        yield f"{serve_instance.http_url}/tts"
-    finally:
-        serve.delete("tts")
+def tts_url(model_apps: SharedApps) -> str:
+    """The session's TTS app, whose voices are :data:`VOICES` (see the root conftest)."""
+    return model_apps.url("tts")
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -7,7 +7,7 @@ Nothing is mocked.
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +17,7 @@ import pytest
 from handler_base.clients.stt import STTClient
 from handler_base.errors import InvalidRequestError, TooLargeError
 from handler_base.inference import MAX_TRANSCRIPTION_AUDIO_BYTES, TranscriptionOptions
-from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.speech import (
     convert_wav,
     read_wav,
@@ -229,23 +229,13 @@ def test_tiny_en_loads_and_transcribes(short_wav: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("whisper-data")
+def data_dir(model_apps: SharedApps) -> Path:
+    return Path(model_apps.args("whisper")["data_dir"])
 
 
 @pytest.fixture(scope="module")
-def whisper_url(serve_instance: LocalServe, data_dir: Path) -> Iterator[str]:
-    from ray import serve
-
-    serve.run(
-        build_app({"data_dir": str(data_dir)}),
-        name="whisper",
-        route_prefix="/whisper",
-    )
-    try:
-        yield f"{serve_instance.http_url}/whisper"
-    finally:
-        serve.delete("whisper")
+def whisper_url(model_apps: SharedApps) -> str:
+    return model_apps.url("whisper")
 
 
 @pytest.fixture

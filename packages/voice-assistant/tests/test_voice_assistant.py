@@ -1,9 +1,10 @@
 """The voice app with the real models on the session's Ray cluster, over HTTP and handles.
 
-The whole stack is deployed: embeddings, reranker, LLM, Whisper and TTS from
-ray_inference, the chat app (its knowledge base a Milvus Lite database in a temporary
-folder, answers at temperature 0) and the voice app. A question about a made-up fact is
-spoken with Piper; the answer must hold the fact in its text and in its speech.
+The whole stack runs: the session's model apps (``model_apps``: embeddings, reranker,
+LLM, Whisper and TTS from ray_inference), the chat app (its knowledge base a Milvus Lite
+database in a temporary folder, answers at temperature 0) and the voice app. A question
+about a made-up fact is spoken with Piper; the answer must hold the fact in its text and
+in its speech.
 
 The LLM writes about 40 tokens a second here, so the requests that reach it are few:
 the spoken question is answered once whole over HTTP, once streamed over HTTP, and once
@@ -35,9 +36,9 @@ from handler_base.messages import (
     VoiceTranscriptEvent,
 )
 from handler_base.settings import Settings
+from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from handler_base.testing.speech import convert_wav, silence_wav, speak, word_accuracy
-from ray_inference import embeddings, llm, reranker, tts, whisper
 from voice_assistant import build_app
 from voice_assistant.assistant import NOTHING_HEARD_ANSWER
 
@@ -61,29 +62,18 @@ DOCUMENTS = [
     {"id": "hours", "text": "The support desk opens at 9 in the morning and closes at 5."},
 ]
 QUESTION = "How much does the ZX-41 flux capacitor cost, and who designed it?"
-MODEL_APPS = {
-    "embeddings": embeddings,
-    "reranker": reranker,
-    "llm": llm,
-    "whisper": whisper,
-    "tts": tts,
-}
 
 
 @pytest.fixture(scope="module")
-def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Deploy every app; ingest the corpus; yield the Serve proxy's URL."""
+def stack(
+    serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Deploy the chat and voice apps beside the models; ingest the corpus; the proxy's URL."""
     from ray import serve
 
     from chat_handler import build_app as build_chat
 
     data_dir = tmp_path_factory.mktemp("voice-data")
-    model_args: dict[str, dict[str, Any]] = {
-        "llm": {"profile": "cpu"},
-        "whisper": {"data_dir": str(data_dir)},
-    }
-    for name, module in MODEL_APPS.items():
-        serve.run(module.build_app(model_args.get(name)), name=name, route_prefix=f"/{name}")
     milvus_uri = str(data_dir / "milvus.db")
     serve.run(
         build_chat({"milvus_uri": milvus_uri}),
@@ -100,7 +90,7 @@ def stack(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) 
         assert response.status_code == 200, response.text
         yield serve_instance.http_url
     finally:
-        for name in ("voice", "chat", *MODEL_APPS):
+        for name in ("voice", "chat"):
             serve.delete(name)
 
 

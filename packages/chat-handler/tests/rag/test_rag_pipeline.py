@@ -1,12 +1,12 @@
 """The RAG pipeline with the real models on the session's Ray cluster.
 
-The embeddings, reranker and LLM apps of ray_inference are deployed; the pipeline
-reaches them through handles. The knowledge base is Milvus Lite in this process (and
-the in-memory store, for retrieval).
+The pipeline reaches the session's embeddings, reranker and LLM apps (``model_apps``)
+through handles. The knowledge base is Milvus Lite in this process (and the in-memory
+store, for retrieval).
 """
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -18,29 +18,13 @@ from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
 from handler_base.errors import InvalidRequestError, UnavailableError
 from handler_base.messages import ChatRequest, ChatResponse
 from handler_base.rag import Document, load_document
-from handler_base.testing.ray_fixtures import LocalServe
-from ray_inference import embeddings, llm, reranker
+from handler_base.testing.platform import SharedApps
 
 pytestmark = pytest.mark.integration
 
 COLLECTION = "products"
 FACT = "The ZX-41 flux capacitor ships in teal and costs 417 euros."
 QUESTION = "How much does the ZX-41 flux capacitor cost?"
-APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
-
-
-@pytest.fixture(scope="module")
-def model_apps(serve_instance: LocalServe) -> Iterator[None]:
-    from ray import serve
-
-    for name, module in APPS.items():
-        args = {"profile": "cpu"} if name == "llm" else None
-        serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
-    try:
-        yield
-    finally:
-        for name in APPS:
-            serve.delete(name)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Milvu
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def pipeline(
-    model_apps: None, store: MilvusStore, corpus: list[Document]
+    model_apps: SharedApps, store: MilvusStore, corpus: list[Document]
 ) -> AsyncIterator[RAGPipeline]:
     async with (
         EmbeddingsClient(mode="handle") as embedder,

@@ -1,8 +1,9 @@
 """LLMClient against Ray Serve LLM's application (the gpu profile's ``/llm``), on real Ray.
 
 Ray Serve LLM runs vLLM, which needs a GPU and is not installed here, so the application
-under test is a CPU stand-in: a Serve app named ``llm`` whose deployments carry Ray Serve
-LLM 2.60's exact names and handle methods (read from ``ray/llm/_internal/serve/``):
+under test is a CPU stand-in: a Serve app (:data:`APP`, not ``llm``, which may be the
+session's real LLM app) whose deployments carry Ray Serve LLM 2.60's exact names and
+handle methods (read from ``ray/llm/_internal/serve/``):
 
 - ``OpenAiIngress`` (``core/ingress/ingress.py``): built with ``llm_deployments`` and
   ``model_cards``; ``chat(body, request)`` answers ``POST /llm/v1/chat/completions``.
@@ -51,6 +52,7 @@ pytestmark = pytest.mark.integration
 
 pickle_by_value(sys.modules[__name__])
 
+APP = "llm-serve-llm"
 MODEL_ID = "stand-in/echo-0.1"
 SERVER_DEPLOYMENT = "LLMServer:stand-in--echo-0_1"
 """Ray Serve LLM 2.60's name for MODEL_ID's server (``_get_deployment_name``)."""
@@ -340,7 +342,7 @@ def protocol_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def serve_llm_app(serve_instance: LocalServe, protocol_dir: Path) -> Iterator[str]:
-    """The stand-in app ``llm`` at ``/llm``; yields its HTTP base URL."""
+    """The stand-in app at ``/{APP}``; yields its HTTP base URL."""
     actor_options = {
         "num_cpus": 0.05,
         # Only the stand-in's replicas see the protocol module, as only the GPU workers
@@ -357,9 +359,9 @@ def serve_llm_app(serve_instance: LocalServe, protocol_dir: Path) -> Iterator[st
         llm_deployments={MODEL_ID: server},
         model_cards={MODEL_ID: {"id": MODEL_ID, "object": "model", "owned_by": "organization"}},
     )
-    serve.run(ingress, name="llm", route_prefix="/llm")
-    yield f"{serve_instance.http_url}/llm"
-    serve.delete("llm")
+    serve.run(ingress, name=APP, route_prefix=f"/{APP}")
+    yield f"{serve_instance.http_url}/{APP}"
+    serve.delete(APP)
 
 
 def _settings() -> Settings:
@@ -367,13 +369,13 @@ def _settings() -> Settings:
 
 
 def _client(**options: Any) -> LLMClient:
-    client = LLMClient(_settings(), **options)
+    client = LLMClient(_settings(), app_name=APP, **options)
     client.serve_llm_request_type = REQUEST_TYPE
     return client
 
 
 async def _received() -> list[dict[str, Any]]:
-    handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name="llm")
+    handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name=APP)
     received: list[dict[str, Any]] = await handle.received.remote()
     return received
 
@@ -403,7 +405,7 @@ def test_the_request_class_is_imported_only_where_it_is_unpickled() -> None:
 
 
 async def test_the_app_has_ray_serve_llm_deployment_names(serve_llm_app: str) -> None:
-    deployments = set(serve.status().applications["llm"].deployments)
+    deployments = set(serve.status().applications[APP].deployments)
     assert deployments == {INGRESS_DEPLOYMENT, SERVER_DEPLOYMENT}
 
 
@@ -458,7 +460,7 @@ async def test_a_model_the_app_does_not_serve_is_not_found(serve_llm_app: str) -
 
 
 async def test_the_stand_in_refuses_a_request_without_the_model_id(serve_llm_app: str) -> None:
-    handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name="llm")
+    handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name=APP)
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
     answers = handle.options(stream=True).chat.remote(ServerSideModel(REQUEST_TYPE, body))
     # Its refusal is an ErrorResponse object, which this process cannot unpickle.

@@ -1,7 +1,7 @@
 """Documents ingested by a pipeline started over NATS, then cited by a chat answer.
 
-Everything is real: a nats-server, the session's Ray cluster with the embeddings,
-reranker, LLM and chat apps (the chat app owns a Milvus Lite database in a temporary
+Everything is real: a nats-server, the session's Ray cluster with its model apps
+(``model_apps``) and a chat app (which owns a Milvus Lite database in a temporary
 folder), and kfp's local subprocess runner executing both steps of
 ``document-ingestion``, which store the documents through the chat app's knowledge API.
 """
@@ -22,14 +22,12 @@ from chat_handler.deployment import build_app
 from handler_base.messages import ChatResponse
 from handler_base.messaging import flush
 from handler_base.settings import Settings
-from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.platform import SharedApps
 from pipeline_bridge.pipelines import LocalRunner, PipelineService, PipelineServiceConfig
-from ray_inference import embeddings, llm, reranker
 
 pytestmark = pytest.mark.integration
 
 COLLECTION = "pipeline_docs"
-MODEL_APPS = {"embeddings": embeddings, "reranker": reranker, "llm": llm}
 MANUAL = """# Quillfeather lighthouse
 
 The Quillfeather lighthouse flashes violet every 11 seconds.
@@ -39,19 +37,15 @@ NOTE = "The ferry to Orrin Island leaves at 7:40 from pier 3."
 
 
 @pytest.fixture(scope="module")
-def chat_url(serve_instance: LocalServe, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def chat_url(model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from ray import serve
 
-    for name, module in MODEL_APPS.items():
-        args = {"profile": "cpu"} if name == "llm" else None
-        serve.run(module.build_app(args), name=name, route_prefix=f"/{name}")
     milvus_uri = str(tmp_path_factory.mktemp("pipeline-milvus") / "milvus.db")
     serve.run(build_app({"milvus_uri": milvus_uri}), name="chat", route_prefix="/chat")
     try:
-        yield f"{serve_instance.http_url}/chat"
+        yield f"{model_apps.http_url}/chat"
     finally:
-        for name in ("chat", *MODEL_APPS):
-            serve.delete(name)
+        serve.delete("chat")
 
 
 @pytest_asyncio.fixture
