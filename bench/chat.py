@@ -1,13 +1,16 @@
-"""Chat latency by stage: embed, search, rerank, generate, and the platform's own share.
+"""Chat latency by stage, and the platform's own share measured against model compute.
 
 Deploys the cpu profile's embeddings, reranker and LLM apps and the chat handler (Milvus
 Lite in a temporary folder) on a local Ray, ingests a small corpus through the knowledge
-API, then asks questions over HTTP (``POST /chat``) at 1 and at 8 concurrent clients.
-Each answer reports its stage times (``timings_ms``); the platform's own share is the
-handler's total minus the model stages, and the transport share is what the client waited
-beyond the handler's total (Serve's proxy, JSON, the handle hop).
+API, then asks questions over HTTP (``POST /chat``) at 1, 4 and 16 concurrent clients,
+the levels taking turns for ``--repeat`` rounds so that load drifts hit each alike. Each
+answer reports its stage times (``timings_ms``) and the model compute measured inside
+each model replica (``embed_model``, ``rerank_model``, ``generate_model``); the
+platform's share is the handler's total minus that compute (hops, queues in front of the
+models, the search, prompt building), and the transport is what the client waited beyond
+the handler's total (Serve's proxy, JSON).
 
-Run: ``.venv/bin/python bench/chat.py -n 8``
+Run: ``.venv/bin/python bench/chat.py -n 8 --repeat 2`` (``--quick``: about a minute).
 """
 
 import argparse
@@ -23,6 +26,8 @@ import httpx
 from _common import local_serve, markdown_table, percentile, print_result
 
 STAGES = ("embed", "search", "rerank", "generate")
+MODEL_STAGES = ("embed_model", "rerank_model", "generate_model")
+"""Model compute inside the replicas, of the embed, rerank and generate stages."""
 PRODUCTS = [
     ("ZX-41", "flux capacitor", "teal", 417),
     ("QB-7", "harmonic resonator", "amber", 129),
@@ -60,7 +65,8 @@ async def ask(client: httpx.AsyncClient, query: str) -> dict[str, Any]:
     return body
 
 
-async def round_of(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
+async def round_of(base_url: str, n: int, concurrency: int) -> tuple[list[dict[str, Any]], float]:
+    """``n`` questions from ``concurrency`` clients: the answers and the wall time (s)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
         await ask(client, "Warm up: what is the QB-7?")
         pending = questions(n)
@@ -72,15 +78,22 @@ async def round_of(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
                 answers.append(await ask(client, pending.pop()))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    summary: dict[str, Any] = {"concurrency": concurrency, "requests": n}
-    for stage in (*STAGES, "total"):
-        values = [a["timings_ms"][stage] for a in answers]
+        return answers, time.perf_counter() - start
+
+
+def summarize_level(concurrency: int, answers: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """p50 and p99 of each stage, the model compute and the platform's share."""
+    summary: dict[str, Any] = {"concurrency": concurrency, "requests": len(answers)}
+    for stage in (*STAGES, *MODEL_STAGES, "total"):
+        values = [a["timings_ms"].get(stage) or 0.0 for a in answers]
         summary[stage] = {
             "p50": round(statistics.median(values), 1),
             "p99": round(percentile(values, 99), 1),
         }
-    platform = [a["timings_ms"]["total"] - sum(a["timings_ms"][s] for s in STAGES) for a in answers]
+    platform = [
+        a["timings_ms"]["total"] - sum(a["timings_ms"].get(s) or 0.0 for s in MODEL_STAGES)
+        for a in answers
+    ]
     transport = [a["client_ms"] - a["timings_ms"]["total"] for a in answers]
     client = [a["client_ms"] for a in answers]
     summary["platform"] = {
@@ -98,24 +111,56 @@ async def round_of(base_url: str, n: int, concurrency: int) -> dict[str, Any]:
     summary["platform_share_of_client_p50"] = round(
         (summary["platform"]["p50"] + summary["transport"]["p50"]) / summary["client"]["p50"], 4
     )
-    summary["requests_per_s"] = round(n / wall, 2)
+    summary["platform_share_of_total_p50"] = round(
+        statistics.median(
+            p / a["timings_ms"]["total"] for p, a in zip(platform, answers, strict=True)
+        ),
+        4,
+    )
+    summary["requests_per_s"] = round(len(answers) / wall, 2)
     return summary
 
 
+async def levels(
+    base_url: str, n: int, concurrency: list[int], repeat: int
+) -> list[dict[str, Any]]:
+    """Every level ``repeat`` times, taking turns; each level's answers pooled."""
+    answers: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrency}
+    wall: dict[int, float] = dict.fromkeys(concurrency, 0.0)
+    for _ in range(repeat):
+        for c in concurrency:
+            got, seconds = await round_of(base_url, n, c)
+            answers[c].extend(got)
+            wall[c] += seconds
+    return [summarize_level(c, answers[c], wall[c]) for c in concurrency]
+
+
 def table(rounds: list[dict[str, Any]]) -> str:
-    columns = [*STAGES, "total", "platform", "transport", "client"]
+    columns = [*STAGES, *MODEL_STAGES, "total", "platform", "transport", "client"]
     rows = []
     for r in rounds:
         rows.append([f"{r['concurrency']} client(s), p50", *(r[c]["p50"] for c in columns)])
         rows.append([f"{r['concurrency']} client(s), p99", *(r[c]["p99"] for c in columns)])
     main = markdown_table(["ms", *columns], rows, align="l" + "r" * len(columns))
     shares = markdown_table(
-        ["clients", "platform + transport share of client p50", "requests/s"],
         [
-            [r["concurrency"], f"{r['platform_share_of_client_p50']:.1%}", r["requests_per_s"]]
+            "clients",
+            "n",
+            "platform share of handler total (p50)",
+            "platform + transport share of client p50",
+            "requests/s",
+        ],
+        [
+            [
+                r["concurrency"],
+                r["requests"],
+                f"{r['platform_share_of_total_p50']:.1%}",
+                f"{r['platform_share_of_client_p50']:.1%}",
+                r["requests_per_s"],
+            ]
             for r in rounds
         ],
-        align="lrr",
+        align="lrrrr",
     )
     return f"{main}\n\n{shares}"
 
@@ -123,8 +168,12 @@ def table(rounds: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", type=int, default=8, help="questions per round")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of every level, in turns")
+    parser.add_argument("--quick", action="store_true", help="-n 4, one round of 1 and 4")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.concurrency, args.repeat = 4, [1, 4], 1
 
     from ray import serve
 
@@ -147,7 +196,7 @@ def main() -> None:
             timeout=300,
         )
         ingest.raise_for_status()
-        rounds = [asyncio.run(round_of(base_url, args.n, c)) for c in args.concurrency]
+        rounds = asyncio.run(levels(base_url, args.n, args.concurrency, args.repeat))
     print_result({"bench": "chat", "rounds": rounds}, table(rounds))
 
 

@@ -12,9 +12,13 @@ then measures, with the platform's clients (:class:`EmbeddingsClient`,
 1. latency of sequential calls by Ray handle and by HTTP (p50, p99, ratio): embeddings
    of one sentence, rerank of a query against 10 passages (a RAG ``top_k``);
 2. throughput of one-sentence embeddings with ``--concurrency`` callers in flight, batched
-   against unbatched (texts per second, ratio), by handle.
+   against unbatched, by handle: ``--rounds`` rounds, the two deployments taking turns
+   within each; texts per second of each round (p50 over rounds, ratio of the medians),
+   the model compute the replica reported per request, and the batch sizes each replica
+   achieved (its ``stats``, read before and after).
 
-Run: ``.venv/bin/python bench/embeddings.py [--requests 200] [--concurrency 32]``.
+Run: ``.venv/bin/python bench/embeddings.py [--requests 200] [--concurrency 32] [--rounds 5]``
+(``--quick``: a minute).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import asyncio
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +77,61 @@ async def throughput(make_call: Callable[[int], Call], callers: int, per_caller:
     return callers * per_caller / (time.perf_counter() - start)
 
 
+async def batch_stats(app: str) -> dict[str, Any]:
+    """The achieved batch sizes of ``app``'s embeddings replica (its ``stats`` method)."""
+    from ray import serve
+
+    stats: dict[str, Any] = await serve.get_deployment_handle(
+        "EmbeddingsDeployment", app_name=app
+    ).stats.remote()
+    return stats
+
+
+def batches_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Runs, texts and sizes of the batches between two ``stats`` readings."""
+    runs = after["batches"] - before["batches"]
+    sizes = after["recent"][-runs:] if runs else []
+    return {
+        "runs": runs,
+        "texts": after["texts"] - before["texts"],
+        "mean_size": round(statistics.mean(sizes), 2) if sizes else 0.0,
+        "max_size": max(sizes, default=0),
+    }
+
+
+async def batching(
+    clients: dict[str, EmbeddingsClient], callers: int, per_caller: int, rounds: int
+) -> dict[str, Any]:
+    """``rounds`` rounds of ``callers`` one-text callers, each deployment in turn."""
+    per_round: dict[str, list[float]] = {name: [] for name in clients}
+    model_ms: dict[str, list[float]] = {name: [] for name in clients}
+    achieved: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
+    apps = {name: client.app for name, client in clients.items()}
+    for _ in range(rounds):
+        for name, client in clients.items():
+
+            async def call(i: int, client: EmbeddingsClient = client, name: str = name) -> None:
+                answer = await client.embed_answer([f"{SENTENCE} ({i})"])
+                model_ms[name].append(answer.model_time_ms or 0.0)
+
+            before = await batch_stats(apps[name])
+            per_round[name].append(await throughput(lambda i: lambda: call(i), callers, per_caller))
+            achieved[name].append(batches_since(before, await batch_stats(apps[name])))
+    result: dict[str, Any] = {"callers": callers, "per_caller": per_caller, "rounds": rounds}
+    for name in clients:
+        result[name] = {
+            "texts_per_s_p50": round(statistics.median(per_round[name]), 1),
+            "texts_per_s_rounds": [round(x, 1) for x in per_round[name]],
+            "model_ms_per_request": summarize([m / 1000 for m in model_ms[name]], digits=2),
+            "mean_batch_size": round(statistics.mean(a["mean_size"] for a in achieved[name]), 2),
+            "max_batch_size": max(a["max_size"] for a in achieved[name]),
+        }
+    result["ratio_p50"] = round(
+        result["batched"]["texts_per_s_p50"] / result["unbatched"]["texts_per_s_p50"], 2
+    )
+    return result
+
+
 async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     async with (
@@ -89,20 +149,12 @@ async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
             by_http = await latency(make(http_client), args.requests)
             results[name] = http_over_handle(by_handle, by_http, digits=2)
 
-        def sentence_call(client: EmbeddingsClient) -> Callable[[int], Call]:
-            return lambda i: lambda: client.embed_one(f"{SENTENCE} ({i})")
-
-        batched = await throughput(sentence_call(emb_handle), args.concurrency, args.per_caller)
-        unbatched = await throughput(
-            sentence_call(emb_unbatched), args.concurrency, args.per_caller
+        results["batching"] = await batching(
+            {"batched": emb_handle, "unbatched": emb_unbatched},
+            args.concurrency,
+            args.per_caller,
+            args.rounds,
         )
-        results["batching"] = {
-            "concurrency": args.concurrency,
-            "texts": args.concurrency * args.per_caller,
-            "batched_per_s": round(batched, 1),
-            "unbatched_per_s": round(unbatched, 1),
-            "ratio": round(batched / unbatched, 2),
-        }
     return results
 
 
@@ -115,9 +167,18 @@ def table(results: dict[str, Any]) -> str:
     ratios = [[name, results[name]["http_over_handle_p50"]] for name in ("embeddings", "reranker")]
     b = results["batching"]
     batching = [
-        ["batched (`@serve.batch`, max 64)", b["batched_per_s"]],
-        ["unbatched (`max_batch_size=1`)", b["unbatched_per_s"]],
-        ["ratio", b["ratio"]],
+        [
+            label,
+            b[name]["texts_per_s_p50"],
+            b[name]["mean_batch_size"],
+            b[name]["max_batch_size"],
+            b[name]["model_ms_per_request"]["p50_ms"],
+            b[name]["model_ms_per_request"]["p99_ms"],
+        ]
+        for name, label in (
+            ("batched", "batched (`@serve.batch`)"),
+            ("unbatched", "unbatched (`max_batch_size=1`)"),
+        )
     ]
     return "\n\n".join(
         [
@@ -125,12 +186,17 @@ def table(results: dict[str, Any]) -> str:
             markdown_table(["", "HTTP / handle (p50)"], ratios, "lr"),
             markdown_table(
                 [
-                    f"embeddings, {b['concurrency']} callers, {b['texts']} one-sentence requests",
-                    "texts/s",
+                    f"{b['callers']} callers x {b['per_caller']}, {b['rounds']} rounds",
+                    "texts/s p50",
+                    "mean batch",
+                    "max batch",
+                    "model ms/request p50",
+                    "p99",
                 ],
                 batching,
-                "lr",
+                "lrrrrr",
             ),
+            f"batched / unbatched (texts/s p50): {b['ratio_p50']}",
         ]
     )
 
@@ -140,7 +206,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="sequential calls per path")
     parser.add_argument("--concurrency", type=int, default=32, help="callers in flight")
     parser.add_argument("--per-caller", type=int, default=8, help="calls of each caller")
+    parser.add_argument("--rounds", type=int, default=5, help="batching rounds, in turns")
+    parser.add_argument("--quick", action="store_true", help="tiny n: about a minute")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.per_caller, args.rounds = 20, 2, 2
 
     import ray
     from ray import serve

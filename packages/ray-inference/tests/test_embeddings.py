@@ -66,7 +66,12 @@ async def test_handle_and_http_give_the_same_vectors_as_the_model(
     from_handle = await by_handle.create_embeddings(EmbeddingsRequest(input=texts))
     from_http = await by_http.create_embeddings(EmbeddingsRequest(input=texts))
 
-    assert from_handle == from_http
+    # The JSON content; model_time_ms is measured per call and compared below.
+    assert from_handle.model_dump() == from_http.model_dump()
+    assert from_handle.model_time_ms is not None
+    assert from_handle.model_time_ms > 0
+    assert from_http.model_time_ms is not None
+    assert from_http.model_time_ms > 0
     expected = local_encoder.encode(texts)
     np.testing.assert_allclose(np.array(from_handle.vectors), expected.vectors, atol=1e-5)
     tokens = sum(expected.token_counts)
@@ -103,6 +108,28 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_vectors(
     results = await asyncio.gather(*(clients[i % 2].embed_one(t) for i, t in enumerate(texts)))
 
     np.testing.assert_allclose(np.array(results), local_encoder.encode(texts).vectors, atol=1e-5)
+
+
+async def test_concurrent_one_text_calls_share_model_runs(
+    clients: tuple[EmbeddingsClient, EmbeddingsClient], embeddings_app: str
+) -> None:
+    """Fails with batching off: every run would then hold one text."""
+    from ray import serve
+
+    stats = serve.get_deployment_handle("EmbeddingsDeployment", app_name="embeddings").stats
+    before = await stats.remote()
+
+    await asyncio.gather(*(clients[0].embed_one(f"one text {i}") for i in range(32)))
+
+    after = await stats.remote()
+    new_runs = after["batches"] - before["batches"]
+    assert after["texts"] - before["texts"] == 32
+    assert 1 <= new_runs < 32
+    assert max(after["recent"][-new_runs:]) > 1
+    async with httpx.AsyncClient(base_url=embeddings_app, timeout=60) as http:
+        over_http = (await http.get("/stats")).json()
+    assert over_http["texts"] >= after["texts"]
+    assert over_http["max_batch_size"] == after["max_batch_size"] > 1
 
 
 async def test_more_texts_than_one_request_takes_are_sent_in_several(

@@ -23,7 +23,12 @@ from openai import AsyncOpenAI
 
 from handler_base.clients.llm import LLMClient
 from handler_base.errors import InvalidRequestError, TooLargeError, UnavailableError
-from handler_base.inference import MAX_COMPLETION_TOKENS, ChatCompletionRequest, ChatMessage
+from handler_base.inference import (
+    MAX_COMPLETION_TOKENS,
+    MODEL_TIME_HEADER,
+    ChatCompletionRequest,
+    ChatMessage,
+)
 from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference.llm import (
@@ -325,13 +330,35 @@ async def test_http_stop_and_max_tokens(llm_url: str, http: httpx.AsyncClient) -
     assert body["choices"][0]["message"]["content"].startswith("The capital")
 
 
+async def test_both_paths_report_the_generation_time_whole_and_streamed(llm_url: str) -> None:
+    request = ChatCompletionRequest.model_validate(
+        {"messages": FRANCE, "temperature": 0, "max_tokens": 8}
+    )
+    async with (
+        LLMClient(mode="handle") as by_handle,
+        LLMClient(mode="http", base_url=llm_url) as by_http,
+    ):
+        for client in (by_handle, by_http):
+            whole = await client.chat(request)
+            chunks = [chunk async for chunk in client.chat_stream(request)]
+            assert whole.model_time_ms is not None
+            assert whole.model_time_ms > 0
+            # Only the last chunk carries it: the whole generation's time.
+            assert [c.model_time_ms is not None for c in chunks][-2:] == [False, True]
+            assert chunks[-1].model_time_ms > 0
+
+
 async def test_http_stream_ends_with_done(llm_url: str, http: httpx.AsyncClient) -> None:
     body = {"messages": FRANCE, "temperature": 0, "stream": True, "max_tokens": 12}
     async with http.stream("POST", f"{llm_url}/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line async for line in response.aiter_lines() if line]
-    assert all(line.startswith("data: ") for line in lines)
+    # The last chunk's event has one comment line: the generation's model time.
+    (comment,) = [line for line in lines if not line.startswith("data: ")]
+    assert lines.index(comment) == len(lines) - 3
+    assert float(comment.removeprefix(f": {MODEL_TIME_HEADER} ")) > 0
+    lines.remove(comment)
     assert lines[-1] == "data: [DONE]"
     chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)

@@ -307,6 +307,19 @@ async def clients(reranker_app: str) -> AsyncIterator[tuple[RerankerClient, Rera
 
 
 @pytest.mark.integration
+async def test_both_paths_report_the_model_time_of_the_call(
+    clients: tuple[RerankerClient, RerankerClient],
+) -> None:
+    request = RerankRequest(query=QUERY, documents=PASSAGES)
+
+    answers = [await client.create_rerank(request) for client in clients]
+
+    for answer in answers:
+        assert answer.model_time_ms is not None
+        assert answer.model_time_ms > 0
+        assert "model_time_ms" not in answer.model_dump_json()
+
+
 async def test_the_deployment_reranks_and_both_client_paths_agree(
     clients: tuple[RerankerClient, RerankerClient],
 ) -> None:

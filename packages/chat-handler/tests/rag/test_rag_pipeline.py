@@ -90,6 +90,16 @@ async def test_the_answer_comes_from_the_passage_with_the_fact(pipeline: RAGPipe
     timings = response.timings_ms
     assert min(timings.embed, timings.search, timings.rerank, timings.generate) > 0
     assert timings.total >= timings.embed + timings.search + timings.rerank + timings.generate
+    # The model compute each replica reported lies within its stage's span.
+    for stage, model in (
+        (timings.embed, timings.embed_model),
+        (timings.rerank, timings.rerank_model),
+        (timings.generate, timings.generate_model),
+    ):
+        assert model is not None
+        assert 0 < model <= stage
+    assert timings.platform is not None
+    assert 0 < timings.platform < timings.total
 
 
 async def test_the_stream_ends_with_the_whole_text_and_the_same_sources(
@@ -106,6 +116,9 @@ async def test_the_stream_ends_with_the_whole_text_and_the_same_sources(
     assert last.response == whole.response
     assert [s.id for s in last.sources] == [s.id for s in whole.sources]
     assert last.timings_ms.generate > 0
+    streamed = last.timings_ms.generate_model
+    assert streamed is not None
+    assert 0 < streamed <= last.timings_ms.generate
 
 
 async def test_ingesting_again_adds_nothing_and_a_changed_document_replaces_its_chunks(

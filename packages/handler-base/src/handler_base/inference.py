@@ -39,6 +39,24 @@ class _Response(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MODEL_TIME_HEADER = "X-Model-Time-Ms"
+"""HTTP response header: the model compute of the request inside the replica, in ms."""
+MODEL_TIME_FIELD = "model_time_ms"
+
+
+class ModelTimed(_Response):
+    """A model service's answer that says how long the model computed for it.
+
+    ``model_time_ms`` is measured inside the replica around the model call only (not the
+    queue in front of it, not validation or serialization). For a batched call it is the
+    compute of the batch (or batches) the request rode in. It is not part of the JSON
+    body (``exclude=True``): the handle path carries it on the object, HTTP in the
+    :data:`MODEL_TIME_HEADER` header, which the clients read back into this field.
+    """
+
+    model_time_ms: float | None = Field(default=None, exclude=True)
+
+
 # --- embeddings -------------------------------------------------------------------------
 
 EmbeddingText = Annotated[
@@ -91,7 +109,7 @@ class Usage(_Response):
     total_tokens: int = 0
 
 
-class EmbeddingsResponse(_Response):
+class EmbeddingsResponse(ModelTimed):
     """The OpenAI embeddings response."""
 
     object: Literal["list"] = "list"
@@ -127,7 +145,7 @@ class RerankResult(_Response):
     relevance_score: float
 
 
-class RerankResponse(_Response):
+class RerankResponse(ModelTimed):
     """Results best first."""
 
     results: list[RerankResult]
@@ -191,7 +209,7 @@ class ChatCompletionChoice(_Response):
     finish_reason: Literal["stop", "length"] | None
 
 
-class ChatCompletionResponse(_Response):
+class ChatCompletionResponse(ModelTimed):
     """The OpenAI chat completion response."""
 
     id: str = Field(default_factory=completion_id)
@@ -222,14 +240,24 @@ class ChunkChoice(_Response):
     finish_reason: Literal["stop", "length"] | None = None
 
 
-class ChatCompletionChunk(_Response):
-    """One server-sent event of a streamed chat completion."""
+class ChatCompletionChunk(ModelTimed):
+    """One server-sent event of a streamed chat completion.
+
+    The last chunk (the finish reason) carries ``model_time_ms``: the sum of the
+    generation time in the replica. Over HTTP it is a comment line of that event
+    (``: X-Model-Time-Ms 123.4``), which SSE readers (OpenAI's too) skip.
+    """
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[ChunkChoice]
+
+    @property
+    def texts(self) -> list[str]:
+        """The content this chunk adds (one piece per choice that adds any)."""
+        return [choice.delta.content for choice in self.choices if choice.delta.content]
 
 
 class ModelCard(_Response):

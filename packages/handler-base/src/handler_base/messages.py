@@ -143,6 +143,28 @@ class ChatTimings(_Message):
     rerank: float = 0.0
     generate: float = 0.0
     total: float = 0.0
+    embed_model: float | None = None
+    """Of ``embed``, the model's compute inside its replica (the batch the query rode in).
+    None where the service did not say (the ``*_model`` fields likewise)."""
+    rerank_model: float | None = None
+    """Of ``rerank``, the reranker's scoring inside its replica."""
+    generate_model: float | None = None
+    """Of ``generate``, the LLM's generation inside its replica (prompt and decoding)."""
+
+    @property
+    def platform(self) -> float | None:
+        """``total`` less the model compute of each stage, or None when one is unknown.
+
+        What the platform itself spent: hops, queues, the search, prompt building.
+        """
+        stages = (
+            (self.embed, self.embed_model),
+            (self.rerank, self.rerank_model),
+            (self.generate, self.generate_model),
+        )
+        if any(spent > 0 and model is None for spent, model in stages):
+            return None
+        return self.total - sum(model or 0.0 for _, model in stages)
 
 
 class ChatResponse(_Message):

@@ -18,12 +18,15 @@ Handle calls use :meth:`EmbeddingsDeployment.embed` with an
 
 import asyncio
 import base64
+import time
+from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from numpy.typing import NDArray
 from pydantic import Field
 from ray import serve
@@ -32,7 +35,13 @@ from ray.serve import Application
 from handler_base.deployment import bind_deployment
 from handler_base.errors import validate_as
 from handler_base.http import configure_guard, platform_app
-from handler_base.inference import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
+from handler_base.inference import (
+    MODEL_TIME_HEADER,
+    Embedding,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    Usage,
+)
 from handler_base.services import EMBEDDINGS
 from ray_inference.profiles import DeploymentResources, ProfileResources
 from ray_inference.spec import ModelAppSpec, ServiceArgs
@@ -42,6 +51,7 @@ from ray_inference.text_encoder import (
     DEFAULT_ENCODER_TOKENIZER_SOURCE,
     ENCODER_MAX_TOKENS,
     Device,
+    TextEmbeddings,
     TextEncoder,
 )
 
@@ -49,6 +59,8 @@ DEFAULT_MAX_BATCH_SIZE = 64
 """Texts run through the model at once."""
 DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
 """How long the first text of a batch waits for others."""
+RECENT_BATCHES = 1_000
+"""Batch sizes kept for :meth:`EmbeddingsDeployment.stats`."""
 
 api: FastAPI = platform_app(
     "Embeddings",
@@ -92,6 +104,41 @@ class EmbeddingsArgs(ServiceArgs):
     threads: int = Field(default=2, ge=1, le=64)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """One model run of a batch: how many texts it held and how long the model took."""
+
+    size: int
+    model_time_ms: float
+
+
+class BatchStats:
+    """Achieved batch sizes of a replica: a histogram and the most recent sizes."""
+
+    def __init__(self, recent: int = RECENT_BATCHES) -> None:
+        """Count nothing yet; keep the last ``recent`` sizes."""
+        self.histogram: Counter[int] = Counter()
+        self.recent: deque[int] = deque(maxlen=recent)
+
+    def record(self, size: int) -> None:
+        """Count one model run of ``size`` texts."""
+        self.histogram[size] += 1
+        self.recent.append(size)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``batches``, ``texts``, ``max``, ``mean``, ``histogram`` (size: runs), ``recent``."""
+        batches = sum(self.histogram.values())
+        texts = sum(size * n for size, n in self.histogram.items())
+        return {
+            "batches": batches,
+            "texts": texts,
+            "max": max(self.histogram, default=0),
+            "mean": round(texts / batches, 2) if batches else 0.0,
+            "histogram": {str(size): n for size, n in sorted(self.histogram.items())},
+            "recent": list(self.recent),
+        }
+
+
 @serve.deployment(name=EMBEDDINGS.deployment)
 @serve.ingress(api)
 class EmbeddingsDeployment:
@@ -112,6 +159,9 @@ class EmbeddingsDeployment:
         )
         # One model run at a time, off the event loop.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embeddings")
+        self._batches = BatchStats()
+        self._max_batch_size = args.max_batch_size
+        self._batch_wait_timeout_s = args.batch_wait_timeout_s
         # The setters `@serve.batch` adds are not in its type stubs.
         self._encode_text.set_max_batch_size(args.max_batch_size)  # type: ignore[attr-defined]
         self._encode_text.set_batch_wait_timeout_s(  # type: ignore[attr-defined]
@@ -119,9 +169,29 @@ class EmbeddingsDeployment:
         )
 
     @api.post("/v1/embeddings")
-    async def create_embeddings(self, body: EmbeddingsRequest) -> EmbeddingsResponse:
-        """The OpenAI embeddings route."""
-        return await self.embed(body)
+    async def create_embeddings(
+        self, body: EmbeddingsRequest, response: Response
+    ) -> EmbeddingsResponse:
+        """The OpenAI embeddings route; the model time goes in the ``X-Model-Time-Ms`` header."""
+        result = await self.embed(body)
+        response.headers[MODEL_TIME_HEADER] = f"{result.model_time_ms or 0.0:.3f}"
+        return result
+
+    @api.get("/stats")
+    async def get_stats(self) -> dict[str, Any]:
+        """The achieved batch sizes (see :meth:`stats`)."""
+        return await self.stats()
+
+    async def stats(self) -> dict[str, Any]:
+        """Achieved batch sizes of this replica, and the batching settings.
+
+        See :meth:`BatchStats.as_dict`.
+        """
+        return {
+            "max_batch_size": self._max_batch_size,
+            "batch_wait_timeout_s": self._batch_wait_timeout_s,
+            **self._batches.as_dict(),
+        }
 
     async def embed(self, request: EmbeddingsRequest | Mapping[str, Any]) -> EmbeddingsResponse:
         """Embed the request's texts (the handle method).
@@ -148,23 +218,38 @@ class EmbeddingsDeployment:
                     else vector.tolist()
                 ),
             )
-            for i, (vector, _) in enumerate(encoded)
+            for i, (vector, _, _) in enumerate(encoded)
         ]
-        tokens = sum(count for _, count in encoded)
+        tokens = sum(count for _, count, _ in encoded)
+        # The compute of each batch the request's texts rode in, each batch once.
+        runs = {id(run): run for _, _, run in encoded}
         return EmbeddingsResponse(
             data=data,
             model=self.model_name,
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+            model_time_ms=sum(run.model_time_ms for run in runs.values()),
         )
 
     @serve.batch(
         max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S
     )
-    async def _encode_text(self, texts: list[str]) -> list[tuple[NDArray[np.float32], int]]:
-        """Vector and token count of each text of a batch (called with one text)."""
+    async def _encode_text(
+        self, texts: list[str]
+    ) -> list[tuple[NDArray[np.float32], int, BatchRun]]:
+        """Vector, token count and batch run of each text of a batch (called with one text)."""
+        self._batches.record(len(texts))
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._encoder.encode, texts)
-        return list(zip(result.vectors, result.token_counts, strict=True))
+        result, run = await loop.run_in_executor(self._executor, self._encode_timed, texts)
+        return [
+            (vector, count, run)
+            for vector, count in zip(result.vectors, result.token_counts, strict=True)
+        ]
+
+    def _encode_timed(self, texts: list[str]) -> tuple[TextEmbeddings, BatchRun]:
+        """Encode in the worker thread, timing the model alone (not the executor's queue)."""
+        start = time.perf_counter()
+        result = self._encoder.encode(texts)
+        return result, BatchRun(len(texts), (time.perf_counter() - start) * 1000)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -33,11 +33,11 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field
 from ray import serve
 from ray.serve import Application
@@ -52,6 +52,7 @@ from handler_base.http import (
 )
 from handler_base.inference import (
     MAX_COMPLETION_TOKENS,
+    MODEL_TIME_HEADER,
     AssistantMessage,
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -125,6 +126,8 @@ class Finished:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    model_time_ms: float = field(default=0.0, compare=False)
+    """Time in :meth:`LlamaChatModel.generate`: prompt evaluation and decoding."""
 
     @property
     def usage(self) -> Usage:
@@ -288,6 +291,7 @@ class LlamaChatModel:
         Yields:
             :class:`TextPiece` items, then one :class:`Finished`.
         """
+        start = time.perf_counter()
         llm = self._llm
         llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
         if request.seed is not None or request.temperature == 0:
@@ -333,10 +337,20 @@ class LlamaChatModel:
                 finish_reason = "stop"
             if rest:
                 yield TextPiece(rest)
-        yield Finished(finish_reason, len(prepared.prompt_tokens), generated)
+        model_time_ms = (time.perf_counter() - start) * 1000
+        yield Finished(finish_reason, len(prepared.prompt_tokens), generated, model_time_ms)
 
 
 # --- the deployment -----------------------------------------------------------------
+
+
+def sse_chunk_event(chunk: ChatCompletionChunk) -> str:
+    """A chunk as its SSE event; the last one with its model time in a comment line."""
+    event = sse_event(chunk)
+    if chunk.model_time_ms is None:
+        return event
+    # A comment inside the event: SSE readers (OpenAI's included) skip it.
+    return f": {MODEL_TIME_HEADER} {chunk.model_time_ms:.3f}\n{event}"
 
 
 class LLMArgs(ServiceArgs):
@@ -422,16 +436,20 @@ class LLMDeployment:
     @api.post("/v1/chat/completions", response_model=None)
     async def create_chat_completion(
         self, body: ChatCompletionRequest
-    ) -> ChatCompletionResponse | StreamingResponse:
+    ) -> JSONResponse | StreamingResponse:
         """The OpenAI chat completion route: the whole answer, or SSE chunks."""
         if not body.stream:
-            return await self.chat(body)
+            answer = await self.chat(body)
+            return JSONResponse(
+                answer.model_dump(mode="json"),
+                headers={MODEL_TIME_HEADER: f"{answer.model_time_ms or 0.0:.3f}"},
+            )
         # The first chunk comes once generating has begun, so a prompt that is too long
         # is answered with its status rather than inside a 200 stream. An error after
         # that ends the stream with `data: {"error": ...}` and no `[DONE]`.
         return await stream_events(
             self.chat_stream(body),
-            sse_event,
+            sse_chunk_event,
             failure="the model failed while generating",
             closing=[sse_event("[DONE]")],
         )
@@ -466,7 +484,12 @@ class LLMDeployment:
             message=AssistantMessage(content="".join(parts)),
             finish_reason=finished.finish_reason,
         )
-        return ChatCompletionResponse(model=self.model_id, choices=[choice], usage=finished.usage)
+        return ChatCompletionResponse(
+            model=self.model_id,
+            choices=[choice],
+            usage=finished.usage,
+            model_time_ms=finished.model_time_ms,
+        )
 
     async def chat_stream(
         self, request: ChatCompletionRequest
@@ -500,7 +523,8 @@ class LLMDeployment:
                 if isinstance(event, TextPiece):
                     yield chunk(ChunkDelta(content=event.text))
                 else:
-                    yield chunk(ChunkDelta(), event.finish_reason)
+                    last = chunk(ChunkDelta(), event.finish_reason)
+                    yield last.model_copy(update={"model_time_ms": event.model_time_ms})
                 event = await anext(events, None)
         finally:
             await events.aclose()

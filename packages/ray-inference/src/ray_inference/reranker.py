@@ -24,6 +24,7 @@ Two scorers sit behind one interface (:class:`Scorer`), chosen by the builder ar
 import asyncio
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from numpy.typing import NDArray
 from pydantic import Field, model_validator
 from ray import serve
@@ -40,7 +41,7 @@ from ray.serve import Application
 from handler_base.deployment import bind_deployment
 from handler_base.errors import validate_as
 from handler_base.http import configure_guard, platform_app
-from handler_base.inference import RerankRequest, RerankResponse, RerankResult
+from handler_base.inference import MODEL_TIME_HEADER, RerankRequest, RerankResponse, RerankResult
 from handler_base.services import RERANKER
 from ray_inference.model_sources import ModelSourceError
 from ray_inference.profiles import DeploymentResources, ProfileResources
@@ -430,9 +431,11 @@ class RerankerDeployment:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reranker")
 
     @api.post("/v1/rerank")
-    async def create_rerank(self, body: RerankRequest) -> RerankResponse:
-        """The rerank route."""
-        return await self.rerank(body)
+    async def create_rerank(self, body: RerankRequest, response: Response) -> RerankResponse:
+        """The rerank route; the model time goes in the ``X-Model-Time-Ms`` header."""
+        result = await self.rerank(body)
+        response.headers[MODEL_TIME_HEADER] = f"{result.model_time_ms or 0.0:.3f}"
+        return result
 
     async def rerank(self, request: RerankRequest | Mapping[str, Any]) -> RerankResponse:
         """Score the documents against the query (the handle method).
@@ -446,10 +449,22 @@ class RerankerDeployment:
         """
         request = validate_as(RerankRequest, request)
         loop = asyncio.get_running_loop()
-        scores = await loop.run_in_executor(
-            self._executor, self._scorer.score, request.query, request.documents
+        scores, model_time_ms = await loop.run_in_executor(
+            self._executor, self._score_timed, request.query, request.documents
         )
-        return RerankResponse(results=ranked(scores, request.top_n), model=self._scorer.name)
+        return RerankResponse(
+            results=ranked(scores, request.top_n),
+            model=self._scorer.name,
+            model_time_ms=model_time_ms,
+        )
+
+    def _score_timed(
+        self, query: str, documents: Sequence[str]
+    ) -> tuple[NDArray[np.float64], float]:
+        """Score in the worker thread, timing the scorer alone (not the executor's queue)."""
+        start = time.perf_counter()
+        scores = self._scorer.score(query, documents)
+        return scores, (time.perf_counter() - start) * 1000
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

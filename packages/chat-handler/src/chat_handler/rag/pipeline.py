@@ -98,6 +98,12 @@ class RAGConfig(BaseModel):
         return self
 
 
+def model_time(timings: dict[str, float] | None, key: str, model_time_ms: float | None) -> None:
+    """Note a stage's model compute (as the service reported it) in ``timings``."""
+    if timings is not None and model_time_ms is not None:
+        timings[key] = model_time_ms
+
+
 class RAGPipeline:
     """Answers ChatRequests from a knowledge store (see the module doc).
 
@@ -143,23 +149,29 @@ class RAGPipeline:
             PlatformError: What the embeddings service or the store raised.
         """
         with span("rag.embed", timings=timings, key="embed"):
-            vector = await self.embeddings.embed_one(request.query)
+            embedded = await self.embeddings.embed_answer([request.query])
+        vector = embedded.vectors[0]
+        model_time(timings, "embed_model", embedded.model_time_ms)
         with span("rag.search", timings=timings, key="search"):
             found = await self.store.search(
                 request.collection, vector, top_k=request.top_k, filter=request.filter
             )
         with span("rag.rerank", timings=timings, key="rerank"):
-            return await self._rerank(request.query, found, request.top_n)
+            return await self._rerank(request.query, found, request.top_n, timings)
 
-    async def _rerank(self, query: str, found: list[Source], top_n: int) -> list[Source]:
+    async def _rerank(
+        self, query: str, found: list[Source], top_n: int, timings: dict[str, float] | None
+    ) -> list[Source]:
         if not found:
             return []
         if self.reranker is not None:
             try:
-                results = await self.reranker.rerank(query, [s.text for s in found], top_n)
+                answer = await self.reranker.rerank_answer(query, [s.text for s in found], top_n)
             except (UnavailableError, RequestTimeoutError) as exc:
                 logger.warning("reranker failed, keeping the search order: %s", exc.message)
             else:
+                results = answer.results
+                model_time(timings, "rerank_model", answer.model_time_ms)
                 return [
                     found[r.index].model_copy(
                         update={
@@ -210,8 +222,9 @@ class RAGPipeline:
             return self._response(request, self.config.no_sources_answer, [], timings, start)
         prompt = self.prompt(request, sources)
         with span("rag.generate", timings=timings, key="generate"):
-            text = (await self.llm.chat(self._completion(prompt))).text
-        return self._response(request, text, prompt.sources, timings, start)
+            completion = await self.llm.chat(self._completion(prompt))
+        model_time(timings, "generate_model", completion.model_time_ms)
+        return self._response(request, completion.text, prompt.sources, timings, start)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | ChatResponse, None]:
         """The answer to ``request`` as it is written: text pieces, then the ChatResponse.
@@ -233,11 +246,14 @@ class RAGPipeline:
         pieces: list[str] = []
         # Timed by hand: a span would stay the current context across the yields.
         generate_start = time.perf_counter()
-        stream = self.llm.stream_text(self._completion(prompt))
+        stream = self.llm.chat_stream(self._completion(prompt))
         try:
-            async for piece in stream:
-                pieces.append(piece)
-                yield piece
+            async for chunk in stream:
+                # The last chunk carries the replica's generation time.
+                model_time(timings, "generate_model", chunk.model_time_ms)
+                for piece in chunk.texts:
+                    pieces.append(piece)
+                    yield piece
         finally:
             await stream.aclose()
         timings["generate"] = (time.perf_counter() - generate_start) * 1000

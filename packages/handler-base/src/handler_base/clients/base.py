@@ -54,6 +54,7 @@ from handler_base.errors import (
     TooLargeError,
     UnavailableError,
 )
+from handler_base.inference import MODEL_TIME_FIELD, MODEL_TIME_HEADER
 from handler_base.services import ModelService
 from handler_base.settings import Settings
 from handler_base.telemetry import TRACE_CONTEXT_KWARG, inject_trace_headers, trace_carrier
@@ -85,6 +86,8 @@ class ServerSentEvent:
     data: str
     event: str | None = None
     id: str | None = None
+    model_time_ms: str | None = None
+    """An ``X-Model-Time-Ms`` comment inside the event (the model service's extension)."""
 
 
 class ServiceClient:
@@ -252,9 +255,10 @@ class ServiceClient:
         body = None if payload is None else _jsonable(payload)
         response = await self._http_request(http_method, route, json=body)
         try:
-            return response.json()
+            result = response.json()
         except ValueError as exc:
             raise InternalError(f"{self._target()} answered {route} with no JSON") from exc
+        return self._with_model_time(result, response.headers.get(MODEL_TIME_HEADER))
 
     async def _stream(
         self, method: str, payload: Any, route: str, *, http_method: str = "POST"
@@ -285,7 +289,21 @@ class ServiceClient:
         async for event in self._http_events(http_method, route, json=body):
             if event.data == SSE_DONE:
                 return
-            yield self._decode_event(event)
+            yield self._with_model_time(self._decode_event(event), event.model_time_ms)
+
+    def _with_model_time(self, result: Any, model_time: str | None) -> Any:
+        """``result`` with the model time an HTTP answer sent beside its JSON body.
+
+        The handle path carries ``model_time_ms`` on the answer's object; HTTP sends it in
+        the ``X-Model-Time-Ms`` header (or an SSE comment of that name in a stream).
+        """
+        if model_time is None or not isinstance(result, dict):
+            return result
+        try:
+            return {**result, MODEL_TIME_FIELD: float(model_time)}
+        except ValueError:
+            logger.warning("%s sent a malformed %s", self._target(), MODEL_TIME_HEADER)
+            return result
 
     def _decode_event(self, event: ServerSentEvent) -> Any:
         """One item of an HTTP stream from its event: the JSON ``data`` (or the text).
@@ -801,13 +819,19 @@ async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent
     data: list[str] = []
     event: str | None = None
     event_id: str | None = None
+    model_time: str | None = None
+    model_time_comment = f": {MODEL_TIME_HEADER} "
     async for line in lines:
         if not line:
             if data:
-                yield ServerSentEvent(data="\n".join(data), event=event, id=event_id)
-            data, event, event_id = [], None, None
+                yield ServerSentEvent(
+                    data="\n".join(data), event=event, id=event_id, model_time_ms=model_time
+                )
+            data, event, event_id, model_time = [], None, None, None
             continue
         if line.startswith(":"):
+            if line.startswith(model_time_comment):
+                model_time = line.removeprefix(model_time_comment).strip()
             continue
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
@@ -818,4 +842,6 @@ async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent
         elif field == "id":
             event_id = value
     if data:
-        yield ServerSentEvent(data="\n".join(data), event=event, id=event_id)
+        yield ServerSentEvent(
+            data="\n".join(data), event=event, id=event_id, model_time_ms=model_time
+        )

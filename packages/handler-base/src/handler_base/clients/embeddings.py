@@ -44,14 +44,25 @@ class EmbeddingsClient(ServiceClient):
         """
         vectors: list[list[float]] = []
         for start in range(0, len(texts), MAX_EMBEDDING_INPUTS):
-            try:
-                request = EmbeddingsRequest(input=list(texts[start : start + MAX_EMBEDDING_INPUTS]))
-            except ValidationError as exc:
-                raise error_from_validation(exc) from exc
-            vectors.extend((await self.create_embeddings(request)).vectors)
+            answer = await self.embed_answer(texts[start : start + MAX_EMBEDDING_INPUTS])
+            vectors.extend(answer.vectors)
         return vectors
 
     async def embed_one(self, text: str) -> list[float]:
         """The vector of one text (a search query, say)."""
         (vector,) = await self.embed([text])
         return vector
+
+    async def embed_answer(self, texts: Sequence[str]) -> EmbeddingsResponse:
+        """The whole answer for ``texts`` (at most one request's worth), with its model time.
+
+        Raises:
+            InvalidRequestError: No text, or an empty one.
+            TooLargeError: Too many texts, or one too long.
+            PlatformError: What else the deployment answered.
+        """
+        try:
+            request = EmbeddingsRequest(input=list(texts))
+        except ValidationError as exc:
+            raise error_from_validation(exc) from exc
+        return await self.create_embeddings(request)

@@ -120,9 +120,8 @@ class LLMClient(ServiceClient):
         chunks = self.chat_stream(request)
         try:
             async for chunk in chunks:
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield choice.delta.content
+                for piece in chunk.texts:
+                    yield piece
         finally:
             await chunks.aclose()
 

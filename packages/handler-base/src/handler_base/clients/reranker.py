@@ -45,8 +45,18 @@ class RerankerClient(ServiceClient):
         """
         if not documents:
             return []
+        return (await self.rerank_answer(query, documents, top_n)).results
+
+    async def rerank_answer(
+        self, query: str, documents: Sequence[str], top_n: int | None = None
+    ) -> RerankResponse:
+        """The whole answer of :meth:`rerank` (at least one document), with its model time.
+
+        Raises:
+            As :meth:`rerank`; ``invalid_request`` for no documents too.
+        """
         try:
             request = RerankRequest(query=query, documents=list(documents), top_n=top_n)
         except ValidationError as exc:
             raise error_from_validation(exc) from exc
-        return (await self.create_rerank(request)).results
+        return await self.create_rerank(request)

@@ -63,6 +63,7 @@ from handler_base.errors import (
     PlatformError,
 )
 from handler_base.inference import (
+    MODEL_TIME_FIELD,
     AssistantMessage,
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -444,7 +445,7 @@ def response_from_openai(data: Any) -> ChatCompletionResponse:
         ]
         return ChatCompletionResponse.model_validate(
             {
-                **_pick(data, "id", "created", "model"),
+                **_pick(data, "id", "created", "model", MODEL_TIME_FIELD),
                 "choices": choices,
                 "usage": _usage(data.get("usage") or {}),
             }
@@ -485,7 +486,7 @@ def chunk_from_openai(data: Any) -> ChatCompletionChunk | None:
                 )
             )
         return ChatCompletionChunk.model_validate(
-            {**_pick(data, "id", "created", "model"), "choices": choices}
+            {**_pick(data, "id", "created", "model", MODEL_TIME_FIELD), "choices": choices}
         )
     except (KeyError, TypeError, AttributeError, ValidationError) as exc:
         raise InternalError(f"the LLM streamed something that is not a chunk: {exc}") from exc
