@@ -291,7 +291,7 @@ class TranscriptionOptions(_Request):
     model: str | None = None
 
 
-class TranscriptionResponse(_Response):
+class TranscriptionResponse(ModelTimed):
     """What was said, in which language, and how long the audio was (seconds)."""
 
     text: str
@@ -316,7 +316,7 @@ class SpeechRequest(_Request):
     model: str | None = None
 
 
-class SpeechAudio(_Response):
+class SpeechAudio(ModelTimed):
     """Synthesized speech, as the handle path returns it (HTTP returns the bytes)."""
 
     audio: bytes

@@ -18,7 +18,6 @@ Handle calls use :meth:`EmbeddingsDeployment.embed` with an
 
 import asyncio
 import base64
-import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +42,7 @@ from handler_base.inference import (
     Usage,
 )
 from handler_base.services import EMBEDDINGS
+from ray_inference.model_time import run_timed
 from ray_inference.profiles import DeploymentResources, ProfileResources
 from ray_inference.spec import ModelAppSpec, ServiceArgs
 from ray_inference.text_encoder import (
@@ -51,7 +51,6 @@ from ray_inference.text_encoder import (
     DEFAULT_ENCODER_TOKENIZER_SOURCE,
     ENCODER_MAX_TOKENS,
     Device,
-    TextEmbeddings,
     TextEncoder,
 )
 
@@ -238,18 +237,12 @@ class EmbeddingsDeployment:
     ) -> list[tuple[NDArray[np.float32], int, BatchRun]]:
         """Vector, token count and batch run of each text of a batch (called with one text)."""
         self._batches.record(len(texts))
-        loop = asyncio.get_running_loop()
-        result, run = await loop.run_in_executor(self._executor, self._encode_timed, texts)
+        result, model_time_ms = await run_timed(self._executor, self._encoder.encode, texts)
+        run = BatchRun(len(texts), model_time_ms)
         return [
             (vector, count, run)
             for vector, count in zip(result.vectors, result.token_counts, strict=True)
         ]
-
-    def _encode_timed(self, texts: list[str]) -> tuple[TextEmbeddings, BatchRun]:
-        """Encode in the worker thread, timing the model alone (not the executor's queue)."""
-        start = time.perf_counter()
-        result = self._encoder.encode(texts)
-        return result, BatchRun(len(texts), (time.perf_counter() - start) * 1000)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -21,10 +21,8 @@ Two scorers sit behind one interface (:class:`Scorer`), chosen by the builder ar
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
 # route's body model itself, not its name.
 
-import asyncio
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +42,7 @@ from handler_base.http import configure_guard, platform_app
 from handler_base.inference import MODEL_TIME_HEADER, RerankRequest, RerankResponse, RerankResult
 from handler_base.services import RERANKER
 from ray_inference.model_sources import ModelSourceError
+from ray_inference.model_time import run_timed
 from ray_inference.profiles import DeploymentResources, ProfileResources
 from ray_inference.spec import ModelAppSpec, ServiceArgs
 from ray_inference.text_encoder import (
@@ -448,23 +447,14 @@ class RerankerDeployment:
             TooLargeError: Too many or too long documents.
         """
         request = validate_as(RerankRequest, request)
-        loop = asyncio.get_running_loop()
-        scores, model_time_ms = await loop.run_in_executor(
-            self._executor, self._score_timed, request.query, request.documents
+        scores, model_time_ms = await run_timed(
+            self._executor, self._scorer.score, request.query, request.documents
         )
         return RerankResponse(
             results=ranked(scores, request.top_n),
             model=self._scorer.name,
             model_time_ms=model_time_ms,
         )
-
-    def _score_timed(
-        self, query: str, documents: Sequence[str]
-    ) -> tuple[NDArray[np.float64], float]:
-        """Score in the worker thread, timing the scorer alone (not the executor's queue)."""
-        start = time.perf_counter()
-        scores = self._scorer.score(query, documents)
-        return scores, (time.perf_counter() - start) * 1000
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

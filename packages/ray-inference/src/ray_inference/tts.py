@@ -26,7 +26,6 @@ Serve config::
 # No `from __future__ import annotations` here: FastAPI (through `serve.ingress`) must see
 # the route's body type itself, not its name, or it takes the body for a query parameter.
 
-import asyncio
 import importlib
 import json
 import logging
@@ -50,9 +49,10 @@ from handler_base.audio import AudioFormatError, encode_wav, pcm16_bytes, read_w
 from handler_base.deployment import bind_deployment
 from handler_base.errors import InternalError, InvalidRequestError
 from handler_base.http import configure_guard, platform_app
-from handler_base.inference import SpeechAudio, SpeechRequest
+from handler_base.inference import MODEL_TIME_HEADER, SpeechAudio, SpeechRequest
 from handler_base.services import TTS
 from ray_inference.model_sources import resolve_model_source
+from ray_inference.model_time import run_timed
 from ray_inference.profiles import DeploymentResources, ProfileResources
 from ray_inference.spec import ModelAppSpec, ServiceArgs
 
@@ -446,7 +446,11 @@ class TTSDeployment:
         return Response(
             content=speech.audio,
             media_type=MEDIA_TYPES[speech.format],
-            headers={"X-Sample-Rate": str(speech.sample_rate), "X-Channels": "1"},
+            headers={
+                "X-Sample-Rate": str(speech.sample_rate),
+                "X-Channels": "1",
+                MODEL_TIME_HEADER: f"{speech.model_time_ms or 0.0:.3f}",
+            },
         )
 
     @api.get("/v1/voices")
@@ -460,8 +464,8 @@ class TTSDeployment:
         Raises:
             InvalidRequestError: Unknown voice, or nothing to speak.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._tts.synthesize, request)
+        speech, model_time_ms = await run_timed(self._executor, self._tts.synthesize, request)
+        return speech.model_copy(update={"model_time_ms": model_time_ms})
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

@@ -23,7 +23,6 @@ Models, nothing downloaded:
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
 # route's parameter types themselves (a `Request` named by a string becomes a query field).
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -55,12 +54,14 @@ from handler_base.errors import (
 from handler_base.http import configure_guard, file_upload_openapi, platform_app
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
+    MODEL_TIME_HEADER,
     TranscriptionOptions,
     TranscriptionResponse,
 )
 from handler_base.services import WHISPER
 from handler_base.settings import Settings
 from ray_inference.model_sources import resolve_model_source
+from ray_inference.model_time import run_timed
 from ray_inference.profiles import DeploymentResources, ProfileResources, current_profile
 from ray_inference.spec import ModelAppSpec, ServiceArgs
 
@@ -564,10 +565,10 @@ class WhisperDeployment:
         self, audio: bytes, options: TranscriptionOptions | None = None
     ) -> TranscriptionResponse:
         """Transcribe ``audio`` (handle calls); see :meth:`WhisperTranscriber.transcribe`."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        result, model_time_ms = await run_timed(
             self._executor, self.transcriber.transcribe, audio, options
         )
+        return result.model_copy(update={"model_time_ms": model_time_ms})
 
     @api.post(
         "/v1/audio/transcriptions",
@@ -603,9 +604,10 @@ class WhisperDeployment:
             )
             audio = await upload.read(MAX_TRANSCRIPTION_AUDIO_BYTES + 1)
         result = await self.transcribe(audio, options)
+        model_time = {MODEL_TIME_HEADER: f"{result.model_time_ms or 0.0:.3f}"}
         if response_format == "text":
-            return PlainTextResponse(result.text)
-        return Response(result.model_dump_json(), media_type="application/json")
+            return PlainTextResponse(result.text, headers=model_time)
+        return Response(result.model_dump_json(), media_type="application/json", headers=model_time)
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

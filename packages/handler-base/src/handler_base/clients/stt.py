@@ -8,6 +8,7 @@ from handler_base.clients.base import ServiceClient
 from handler_base.errors import InternalError, InvalidRequestError, TooLargeError
 from handler_base.inference import (
     MAX_TRANSCRIPTION_AUDIO_BYTES,
+    MODEL_TIME_HEADER,
     TranscriptionOptions,
     TranscriptionResponse,
 )
@@ -72,7 +73,8 @@ class STTClient(ServiceClient):
             data={"response_format": "json", **fields},
         )
         try:
-            return TranscriptionResponse.model_validate_json(response.content)
+            body = self._with_model_time(response.json(), response.headers.get(MODEL_TIME_HEADER))
+            return TranscriptionResponse.model_validate(body)
         except ValueError as exc:
             raise InternalError(
                 f"{self._target()} answered {self.route} with no transcription"

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from handler_base.clients.base import ServiceClient
 from handler_base.errors import InternalError, error_from_validation
-from handler_base.inference import SpeechAudio, SpeechRequest
+from handler_base.inference import MODEL_TIME_HEADER, SpeechAudio, SpeechRequest
 from handler_base.services import TTS
 
 SPEECH_ROUTE = "/v1/audio/speech"
@@ -44,10 +44,13 @@ class TTSClient(ServiceClient):
         response = await self._http_request("POST", SPEECH_ROUTE, json=body)
         rate = response.headers.get("X-Sample-Rate")
         try:
-            return SpeechAudio(
-                audio=response.content,
-                sample_rate=int(rate) if rate else DEFAULT_SAMPLE_RATE,
-                format=request.response_format,
+            fields = {
+                "audio": response.content,
+                "sample_rate": int(rate) if rate else DEFAULT_SAMPLE_RATE,
+                "format": request.response_format,
+            }
+            return SpeechAudio.model_validate(
+                self._with_model_time(fields, response.headers.get(MODEL_TIME_HEADER))
             )
         except (ValueError, ValidationError) as exc:
             raise InternalError(f"{self._target()} answered unusable audio: {exc}") from exc
