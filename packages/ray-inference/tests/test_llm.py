@@ -35,6 +35,7 @@ from ray_inference.llm import (
     DEFAULT_MODEL_ID,
     DEFAULT_MODEL_SOURCE,
     DEFAULT_SYSTEM_PROMPT,
+    PROMPT_BLOCK_TOKENS,
     Finished,
     LlamaChatModel,
     LLMArgs,
@@ -137,6 +138,32 @@ def test_same_seed_same_answer(model: LlamaChatModel) -> None:
     first = answer_of(list(model.generate(model.prepare(req), req)))
     second = answer_of(list(model.generate(model.prepare(req), req)))
     assert first == second
+
+
+def test_the_prompt_cache_reuses_the_shared_system_prompt_and_keeps_the_answer(
+    model: LlamaChatModel,
+) -> None:
+    """A prompt sharing the previous one's system message is evaluated from its blocks on,
+    and answers exactly as a whole evaluation (the same model with the cache off) does."""
+    system = {"role": "system", "content": "Answer in one short sentence. " * 6}
+    first, second = (
+        ChatCompletionRequest.model_validate(
+            {"messages": [system, {"role": "user", "content": q}], "temperature": 0}
+        )
+        for q in ("What is the capital of France?", "What is the capital of Italy?")
+    )
+    assert model.prompt_cache
+    answer_of(list(model.generate(model.prepare(first), first)))
+    reused, evaluated = model.prompt_tokens_reused, model.prompt_tokens_evaluated
+    cached = answer_of(list(model.generate(model.prepare(second), second)))
+    prompt = len(model.prepare(second).prompt_tokens)
+    assert model.prompt_tokens_reused - reused >= PROMPT_BLOCK_TOKENS * 2
+    assert model.prompt_tokens_evaluated - evaluated < prompt
+    uncached = LlamaChatModel(
+        resolve_model_source(DEFAULT_MODEL_SOURCE), threads=2, prompt_cache=False
+    )
+    assert answer_of(list(uncached.generate(uncached.prepare(second), second))) == cached
+    assert uncached.prompt_tokens_reused == 0
 
 
 def test_prompt_over_the_context_is_too_large(model: LlamaChatModel) -> None:

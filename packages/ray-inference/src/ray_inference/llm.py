@@ -88,6 +88,11 @@ DEFAULT_SYSTEM_PROMPT = (
 are a helpful AI assistant named SmolLM...") makes the 135M model answer simple facts
 wrongly at temperature 0 (it answers "capital of France" with French word salad)."""
 
+PROMPT_BLOCK_TOKENS = 16
+"""With the prompt cache, prompts are evaluated in blocks of this many tokens, and a
+prompt reuses the previous one's KV cache up to the last whole block they share (so the
+chat handler's fixed system-prompt head is evaluated once, not per request)."""
+
 # Sampling defaults of llama.cpp's chat completion; OpenAI requests cannot set them.
 TOP_K = 40
 MIN_P = 0.05
@@ -197,6 +202,7 @@ class LlamaChatModel:
         threads: int = 2,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        prompt_cache: bool = True,
     ) -> None:
         """Load the model.
 
@@ -207,6 +213,9 @@ class LlamaChatModel:
             system_prompt: System message put first when a request has none; None
                 leaves that to the chat template.
             default_max_tokens: Answer length when a request sets no limit.
+            prompt_cache: Reuse the previous prompt's KV cache in whole blocks of
+                :data:`PROMPT_BLOCK_TOKENS` (see :meth:`generate`); False evaluates each
+                repeatable request's prompt whole.
 
         Raises:
             ValueError: When the GGUF file has no chat template.
@@ -220,8 +229,14 @@ class LlamaChatModel:
             n_ctx=context_tokens,
             n_threads=threads,
             n_threads_batch=threads,
+            # Block-sized batches: a prompt is evaluated in the same batches whether its
+            # first blocks come from the cache or not, so the cache changes no logits.
+            n_batch=PROMPT_BLOCK_TOKENS if prompt_cache else 512,
             verbose=False,
         )
+        self.prompt_cache = prompt_cache
+        self.prompt_tokens_reused = 0
+        self.prompt_tokens_evaluated = 0
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"{model_path} has no chat template (tokenizer.chat_template)")
@@ -283,8 +298,11 @@ class LlamaChatModel:
             prepared: What :meth:`prepare` made of ``request``.
             request: Sampling settings (``temperature``, ``top_p``, ``seed``, ``stop``).
                 With a ``seed`` (or at temperature 0) the same request gives the same
-                answer; without, the prompt's prefix shared with the previous request
-                is reused from the KV cache.
+                answer. With the prompt cache, the prompt's prefix shared with the
+                previous request is reused from the KV cache down to a whole block (the
+                batches are blocks, so the logits are those of a whole evaluation);
+                without, a repeatable request's prompt is evaluated whole and other
+                requests reuse any shared prefix.
             cancelled: Set from another thread to stop; the generator then ends
                 without :class:`Finished`.
 
@@ -294,11 +312,22 @@ class LlamaChatModel:
         start = time.perf_counter()
         llm = self._llm
         llm.set_seed(request.seed if request.seed is not None else random.randrange(2**31))
-        if request.seed is not None or request.temperature == 0:
-            # A prompt evaluated partly from the KV cache of the previous request gets
-            # slightly different logits than one evaluated whole, enough to change what
-            # is sampled. A caller asking for a repeatable answer gets a fresh evaluation.
+        if self.prompt_cache:
+            shared = 0
+            for cached, wanted in zip(llm._input_ids, prepared.prompt_tokens[:-1], strict=False):
+                if cached != wanted:
+                    break
+                shared += 1
+            # llm.generate reuses the first n_tokens of the KV cache and evaluates the rest.
+            llm.n_tokens = shared - shared % PROMPT_BLOCK_TOKENS
+        elif request.seed is not None or request.temperature == 0:
+            # A prompt evaluated partly from the KV cache of the previous request in other
+            # batches than whole gets slightly different logits, enough to change what is
+            # sampled. A caller asking for a repeatable answer gets a fresh evaluation.
             llm.reset()
+        reused = llm.n_tokens
+        self.prompt_tokens_reused += reused
+        self.prompt_tokens_evaluated += len(prepared.prompt_tokens) - reused
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(request.stop_sequences)
         finish_reason: FinishReason = "length"
@@ -367,6 +396,9 @@ class LLMArgs(ServiceArgs):
         system_prompt: cpu: system message for requests without one (None: the
             template's own).
         default_max_tokens: cpu: answer length when a request sets none.
+        prompt_cache: cpu: reuse the previous prompt's KV cache in whole blocks (the
+            fixed system-prompt head of the chat handler's prompts is then not evaluated
+            again); False is the old behaviour, kept to measure the difference.
         gpu_engine_kwargs: gpu: further vLLM engine arguments.
     """
 
@@ -384,6 +416,7 @@ class LLMArgs(ServiceArgs):
     threads: int = Field(default=2, ge=1)
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     default_max_tokens: int = Field(default=DEFAULT_MAX_TOKENS, ge=1, le=MAX_COMPLETION_TOKENS)
+    prompt_cache: bool = True
     gpu_engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def gpu_engine_args(self) -> GPUEngineArgs:
@@ -419,6 +452,7 @@ class LLMDeployment:
             threads=args.threads,
             system_prompt=args.system_prompt,
             default_max_tokens=args.default_max_tokens,
+            prompt_cache=args.prompt_cache,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._lock = asyncio.Lock()
@@ -530,13 +564,19 @@ class LLMDeployment:
             await events.aclose()
 
     async def status(self) -> dict[str, Any]:
-        """What the replica is doing: generations started and cancelled, busy or not."""
+        """What the replica is doing: generations started and cancelled, busy or not.
+
+        With the prompt tokens taken from the KV cache (reused) or evaluated, summed.
+        """
         return {
             "model_id": self.model_id,
             "context_tokens": self._model.context_tokens,
             "generations": self._generations,
             "cancelled": self._cancelled,
             "busy": self._lock.locked(),
+            "prompt_cache": self._model.prompt_cache,
+            "prompt_tokens_reused": self._model.prompt_tokens_reused,
+            "prompt_tokens_evaluated": self._model.prompt_tokens_evaluated,
         }
 
     # --- the worker thread ----------------------------------------------------------

@@ -515,7 +515,11 @@ _FORM_SCHEMA = file_upload_openapi(
 class WhisperArgs(WhisperConfig, ServiceArgs):
     """Builder arguments: the :class:`WhisperConfig` and the resource profile.
 
-    In the gpu profile the device defaults to ``cuda`` with ``float16``.
+    In the gpu profile the device defaults to ``cuda`` with ``float16``. The shipped
+    platform is English (its sample knowledge, its Piper voice, its LLM), so the
+    application defaults ``default_language`` to ``en``: Whisper base then skips language
+    detection, about 2 s of a short question on 2 cores (BENCHMARKS.md, Whisper). Set
+    ``default_language: null`` to detect the language of each request again.
     """
 
     service = WHISPER
@@ -525,6 +529,7 @@ class WhisperArgs(WhisperConfig, ServiceArgs):
             num_cpus=1, num_gpus=0.5, max_ongoing_requests=8, max_queued_requests=32
         ),
     )
+    default_language: str | None = Field(default="en", pattern=r"^[a-z]{2,3}$")
 
     @model_validator(mode="before")
     @classmethod
