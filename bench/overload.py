@@ -9,7 +9,13 @@ ask questions over HTTP for ``--duration`` seconds, at C = working + waiting (ab
 capacity) and at 4 times that; a shed client waits its ``Retry-After`` and asks again.
 Then one probe asks every 0.25 s until it is answered: the time to recover.
 
-Run: ``.venv/bin/python bench/overload.py --duration 60``
+``--shipped``: instead, a third copy, ``/chat-shipped``, with the limits ``aictl up``'s cpu
+profile ships (``aictl.apps.HANDLER_SCALE``, the rest the builder's defaults), at 1, 2
+and 4 times the sustainable load (``--working`` + ``--waiting`` closed-loop clients, the
+tuned guard's capacity), against the tuned guard at the same loads.
+
+Run: ``.venv/bin/python bench/overload.py --duration 60 [--shipped]``; ``--quick``: 10 s
+rounds.
 """
 
 import argparse
@@ -127,10 +133,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load a round")
     parser.add_argument("--working", type=int, default=2, help="the guard's working requests")
     parser.add_argument("--waiting", type=int, default=2, help="the guard's waiting requests")
+    parser.add_argument("--shipped", action="store_true", help="the shipped limits, 1/2/4x")
+    parser.add_argument("--quick", action="store_true", help="10 s rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.duration = 10.0
 
     from ray import serve
 
+    from aictl.apps import HANDLER_SCALE
     from chat_handler.deployment import ChatArgs, ChatDeployment
     from handler_base.http import AdmissionLimits
     from ray_inference.embeddings import build_app as build_embeddings
@@ -158,6 +169,12 @@ def main() -> None:
                 AdmissionLimits(max_working=args.working, max_waiting=None),
             ),
         }
+        if args.shipped:
+            shipped = ChatArgs(**HANDLER_SCALE["cpu"]["chat"].model_dump(exclude_unset=True))
+            configs = {
+                "guarded": configs["guarded"],
+                "shipped": (shipped.deployment_options(), shipped.admission()),
+            }
         for mode, (options, admission) in configs.items():
             milvus = str(Path(data) / f"{mode}.db")
             serve.run(
@@ -174,8 +191,9 @@ def main() -> None:
             ).raise_for_status()
             httpx.post(f"{base_url}/chat-{mode}", json=question(1), timeout=300).raise_for_status()
         rounds = []
-        for clients in (capacity, 4 * capacity):
-            for mode in ("guarded", "unbounded"):
+        loads = (1, 2, 4) if args.shipped else (1, 4)
+        for clients in (factor * capacity for factor in loads):
+            for mode in configs:
                 result = asyncio.run(load(f"{base_url}/chat-{mode}", clients, args.duration))
                 rounds.append({"mode": mode, **result})
                 print(rounds[-1], flush=True)
@@ -184,6 +202,9 @@ def main() -> None:
             "bench": "overload",
             "working": args.working,
             "waiting": args.waiting,
+            "shipped": HANDLER_SCALE["cpu"]["chat"].model_dump(exclude_unset=True)
+            if args.shipped
+            else None,
             "duration_s": args.duration,
             "rounds": rounds,
         },
