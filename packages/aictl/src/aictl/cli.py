@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import signal
 import sys
 import time
@@ -409,7 +410,8 @@ def ingest(
         IngestVia,
         typer.Option(
             help="http: read the files here and send them to the knowledge API; pipeline: "
-            "run the document-ingestion pipeline over NATS (it reads the files where it runs)."
+            "copy them into the stack's inbox (DATA_DIR/inbox) and run the document-ingestion "
+            "pipeline over NATS, which reads them there."
         ),
     ] = IngestVia.http,
 ) -> None:
@@ -484,6 +486,18 @@ async def _ingest(
     return written, skipped
 
 
+def copy_into_inbox(settings: Settings, file: Path) -> Path:
+    """``file`` copied to the same path under the inbox, the only folder pipelines read.
+
+    The same file lands in the same place each time, so its document id stays the same.
+    """
+    source = file.resolve()
+    target = settings.inbox_dir / source.relative_to(source.anchor)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 async def _ingest_by_pipeline(
     settings: Settings, files: list[Path], collection: str
 ) -> PipelineRunStatus:
@@ -493,9 +507,11 @@ async def _ingest_by_pipeline(
 
     subjects = PipelineServiceConfig()
     settings = stack_nats_settings(settings, read_state(settings))
+    inboxed = [copy_into_inbox(settings, file) for file in files]
+    console.print(f"Copied {len(files)} files into the inbox ({settings.inbox_dir})")
     trigger = PipelineTrigger(
         pipeline="document-ingestion",
-        params={"collection": collection, "paths": [str(f.resolve()) for f in files]},
+        params={"collection": collection, "paths": [str(f) for f in inboxed]},
     )
     nc = await connect(settings, connect_wait_s=5)
     events: asyncio.Queue[PipelineStatusEvent] = asyncio.Queue()

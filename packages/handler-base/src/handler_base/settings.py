@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     @property
+    def inbox_dir(self) -> Path:
+        """Where pipeline triggers may name files by default (``DATA_DIR/inbox``)."""
+        return self.data_dir / "inbox"
+
+    @property
     def milvus_target(self) -> str:
         """Where Milvus is: ``MILVUS_URI``, else ``MILVUS_HOST``, else a Milvus Lite file."""
         if self.milvus_uri:

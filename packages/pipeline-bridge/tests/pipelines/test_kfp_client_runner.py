@@ -216,7 +216,9 @@ async def test_the_service_reports_a_kfp_run_over_nats(
     host, server = stand_in
     server.next_states = ["PENDING", "RUNNING", "RUNNING", "FAILED"]
     server.next_error = "the step's pod was evicted"
-    config = PipelineServiceConfig(runner="kfp", kfp_host=host, poll_interval_s=0.05)
+    config = PipelineServiceConfig(
+        runner="kfp", kfp_host=host, poll_interval_s=0.05, allowed_folders=[Path("/data")]
+    )
     service = PipelineService(config=config)
     await service.start(nats_client)
     events: list[dict[str, Any]] = []

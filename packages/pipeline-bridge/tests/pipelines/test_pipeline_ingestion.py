@@ -55,7 +55,7 @@ async def service(
     started = PipelineService(
         LocalRunner(tmp_path / "runs"),
         settings=Settings(chat_url=chat_url),
-        config=PipelineServiceConfig(poll_interval_s=0.5),
+        config=PipelineServiceConfig(poll_interval_s=0.5, allowed_folders=[tmp_path]),
     )
     await started.start(nats_client)
     yield started

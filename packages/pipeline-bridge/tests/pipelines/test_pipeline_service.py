@@ -74,7 +74,9 @@ async def make_service(
     service = PipelineService(
         LocalRunner(tmp_path / "runs", stop_grace_s=2.0),
         settings=Settings(chat_url=chat_url),
-        config=PipelineServiceConfig(poll_interval_s=0.2, **config),
+        config=PipelineServiceConfig(
+            poll_interval_s=0.2, **{"allowed_folders": [tmp_path], **config}
+        ),
     )
     await service.start(nats_client)
     return service
@@ -145,8 +147,9 @@ async def test_bad_triggers_get_errors_and_the_service_keeps_serving(
             assert reply.headers["Nats-Service-Error-Code"]
         assert service.active_runs == 0
         # Still serving: a good trigger starts a run.
+        gone = str(tmp_path / "gone.md")
         accepted = await trigger(
-            nats_client, {"pipeline": "document-ingestion", "params": {"paths": ["gone.md"]}}
+            nats_client, {"pipeline": "document-ingestion", "params": {"paths": [gone]}}
         )
         assert accepted["state"] == "submitted"
     finally:
@@ -174,7 +177,7 @@ async def test_the_same_request_id_gets_the_same_run_and_the_cap_holds(
 
         other = await trigger(nats_client, {**body, "request_id": "ingest-2"})
         assert other["error"]["code"] == "unavailable"
-        reused = await trigger(nats_client, {**body, "params": {"paths": ["b.md"]}})
+        reused = await trigger(nats_client, {**body, "params": {"paths": [str(tmp_path / "b")]}})
         assert reused["error"]["code"] == "invalid_request"
         assert "ingest-1" in reused["error"]["message"]
     finally:
@@ -183,3 +186,46 @@ async def test_the_same_request_id_gets_the_same_run_and_the_cap_holds(
     stopped = await events.until(first["run_id"], "failed", timeout=30)
     assert stopped["data"]["error"] == "the pipeline service stopped before the run ended"
     assert service.active_runs == 0
+
+
+async def test_trigger_paths_must_be_under_the_allowed_folders(
+    nats_client: NATS, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "data" / "inbox"
+    inbox.mkdir(parents=True)
+    inside = inbox / "a.md"
+    inside.write_text("The lamp is green.", encoding="utf-8")
+    secret = tmp_path / "secret.md"
+    secret.write_text("not for triggers", encoding="utf-8")
+    (inbox / "link.md").symlink_to(secret)
+    # The default: DATA_DIR/inbox and nothing else.
+    service = PipelineService(
+        LocalRunner(tmp_path / "runs", stop_grace_s=2.0),
+        settings=Settings(chat_url="http://127.0.0.1:9/chat", data_dir=tmp_path / "data"),
+        config=PipelineServiceConfig(poll_interval_s=0.2),
+    )
+    await service.start(nats_client)
+    try:
+        refused = {
+            "relative": ("a.md", "must be absolute"),
+            "outside": (str(secret), "outside the folders"),
+            "climbing out": (str(inbox / ".." / ".." / "secret.md"), "outside the folders"),
+            "a link out": (str(inbox / "link.md"), "outside the folders"),
+        }
+        for case, (path, why) in refused.items():
+            params = {"documents": [{"text": "x"}], "paths": [str(inside), path]}
+            answer = await trigger(
+                nats_client, {"pipeline": "document-ingestion", "params": params}
+            )
+            assert answer["error"]["code"] == "invalid_request", (case, answer)
+            assert why in answer["error"]["message"], (case, answer)
+        assert service.active_runs == 0
+        accepted = await trigger(
+            nats_client, {"pipeline": "document-ingestion", "params": {"paths": [str(inside)]}}
+        )
+        assert accepted["state"] == "submitted", accepted
+    finally:
+        await service.stop()
+
+    nothing = PipelineServiceConfig(allowed_folders=[])
+    assert nothing.readable_folders(Settings()) == []

@@ -24,12 +24,15 @@ class PipelineDefinition:
         params_model: What a trigger's ``params`` must be.
         runtime_arguments: The arguments the service adds from its settings (never
             the caller's to set), e.g. where the knowledge API is.
+        file_params: The params that name files the run reads (lists of paths); the
+            service allows only files under its allowed folders.
     """
 
     name: str
     pipeline: Any
     params_model: type[BaseModel]
     runtime_arguments: Callable[[Settings], dict[str, Any]]
+    file_params: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -68,6 +71,7 @@ PIPELINES: dict[str, PipelineDefinition] = {
             pipeline=document_ingestion.document_ingestion,
             params_model=document_ingestion.DocumentIngestionParams,
             runtime_arguments=document_ingestion.runtime_arguments,
+            file_params=("paths",),
         ),
     )
 }

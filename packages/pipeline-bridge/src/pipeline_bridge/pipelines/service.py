@@ -10,7 +10,8 @@ subscribes to ``ai.pipeline.status.>`` before it triggers (or to the run's subje
 soon as the reply comes, and reads the state from the reply).
 
 Errors: an unknown pipeline is ``not_found``; params that do not fit the pipeline are
-``invalid_request`` (``too_large`` past the size limit); more runs than
+``invalid_request`` (``too_large`` past the size limit), and so is a file path outside the
+folders the service may read (``allowed_folders``: ``DATA_DIR/inbox`` by default); more runs than
 ``max_concurrent_runs`` going at once is ``unavailable`` (try again later). A trigger
 with a ``request_id`` already seen by this service gets the same run again.
 """
@@ -22,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -81,6 +83,11 @@ class PipelineServiceConfig(BaseModel):
             before stopping them.
         event_source: The CloudEvents ``source`` of the status events.
         remembered_requests: Request ids (and finished runs) remembered for repeats.
+        allowed_folders: The folders whose files a trigger may name (in the params a
+            pipeline declares as files), and what is under them, symbolic links resolved;
+            ``DATA_DIR/inbox`` when None, an empty list for none. A trigger comes from
+            anyone who may publish on the subject, and the run reads with the service's
+            rights: without this it could read any file the bridge can.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -97,6 +104,12 @@ class PipelineServiceConfig(BaseModel):
     stop_timeout_s: float = Field(default=30.0, ge=0)
     event_source: str = "/ray-ai-platform/pipeline-bridge"
     remembered_requests: int = Field(default=1024, ge=1)
+    allowed_folders: list[Path] | None = None
+
+    def readable_folders(self, settings: Settings) -> list[Path]:
+        """:attr:`allowed_folders`, or ``DATA_DIR/inbox``; resolved."""
+        folders = [settings.inbox_dir] if self.allowed_folders is None else self.allowed_folders
+        return [Path(os.path.realpath(folder)) for folder in folders]
 
     def make_runner(self, settings: Settings) -> PipelineRunner:
         """The runner this configuration names.
@@ -248,6 +261,10 @@ class PipelineService:
             arguments = definition.arguments(request.params, self.settings)
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"params of {definition.name}: {exc.message}") from exc
+        folders = self.config.readable_folders(self.settings)
+        for param in definition.file_params:
+            for path in arguments.get(param, []):
+                check_readable(path, folders)
         if request.request_id is not None:
             repeat = await self._repeat(request, definition)
             if repeat is not None:
@@ -393,6 +410,23 @@ class PipelineService:
     def status_subject(self, run_id: str) -> str:
         """The subject of a run's events (the id made a valid subject token)."""
         return f"{self.config.status_subject_prefix}.{_NOT_A_SUBJECT_TOKEN.sub('_', run_id)}"
+
+
+def check_readable(path: str, folders: list[Path]) -> None:
+    """Refuse ``path`` unless it is absolute and, links resolved, under one of ``folders``.
+
+    Raises:
+        InvalidRequestError: It is relative, or outside them.
+    """
+    if not Path(path).is_absolute():
+        raise InvalidRequestError(f"file paths must be absolute; {path!r} is not")
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(folder) for folder in folders):
+        allowed = ", ".join(str(folder) for folder in folders) or "none"
+        raise InvalidRequestError(
+            f"{path} is outside the folders pipelines may read files from ({allowed}); "
+            "put the file there, or send its text in documents"
+        )
 
 
 def _fingerprint(request: PipelineTrigger) -> str:
