@@ -18,7 +18,6 @@ import math
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from chat_handler.deployment import build_app as build_chat_app
 from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from handler_base.testing.speech import convert_wav, read_wav, speak, to_wav, word_accuracy
+from voice_assistant import build_app as build_voice_app
 
 # Deploying the models and waiting for a slow shared CPU take longer than the default.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -71,16 +71,6 @@ TRAIL_SILENCE_S = 2.5
 FAKE_MIC_RATE = 48_000
 
 
-def voice_builder() -> Any:
-    """``voice_assistant.build_app``, or None while the voice app is not built yet."""
-    try:
-        import voice_assistant
-
-        return voice_assistant.build_app
-    except (ImportError, AttributeError):
-        return None
-
-
 def with_api_keys(app: Application) -> Application:
     """``app`` with ``API_KEYS`` in its ingress replicas' environment (where the guard reads it)."""
     deployment = app._bound_deployment
@@ -91,21 +81,13 @@ def with_api_keys(app: Application) -> Application:
     return Application(deployment.options(ray_actor_options=actor_options))
 
 
-@dataclass(frozen=True)
-class Stack:
-    """The deployed apps: the Serve proxy's URL and whether ``/voice`` is there."""
-
-    url: str
-    voice: bool
-
-
 @pytest.fixture(scope="module")
-def stack(
+def stack_url(
     serve_instance: LocalServe, model_apps: SharedApps, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+) -> Iterator[str]:
+    """The Serve proxy's URL, with the chat, voice and web apps deployed."""
     from ray import serve
 
-    build_voice = voice_builder()
     deployed: list[str] = []
     try:
         milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
@@ -115,11 +97,10 @@ def stack(
             route_prefix="/chat",
         )
         deployed.append("chat")
-        if build_voice:
-            serve.run(
-                with_api_keys(build_voice({"language": "en"})), name="voice", route_prefix="/voice"
-            )
-            deployed.append("voice")
+        serve.run(
+            with_api_keys(build_voice_app({"language": "en"})), name="voice", route_prefix="/voice"
+        )
+        deployed.append("voice")
         serve.run(with_api_keys(build_app()), name=APP_NAME, route_prefix=ROUTE_PREFIX)
         deployed.append(APP_NAME)
         response = httpx.post(
@@ -129,7 +110,7 @@ def stack(
             timeout=120,
         )
         assert response.status_code == 200, response.text
-        yield Stack(url=serve_instance.http_url, voice=build_voice is not None)
+        yield serve_instance.http_url
     finally:
         for name in reversed(deployed):
             serve.delete(name)
@@ -152,10 +133,10 @@ def stack(
     ],
 )
 def test_the_page_and_its_files_are_served_with_their_types(
-    stack: Stack, path: str, content_type: str, marker: bytes
+    stack_url: str, path: str, content_type: str, marker: bytes
 ) -> None:
     # No key: the page must load to ask for it.
-    response = httpx.get(stack.url + path, timeout=30)
+    response = httpx.get(stack_url + path, timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == content_type
     assert marker in response.content
@@ -164,21 +145,21 @@ def test_the_page_and_its_files_are_served_with_their_types(
 
 
 @pytest.mark.parametrize("path", ["/static/nothing.js", "/static/..%2Fdeployment.py", "/nope"])
-def test_an_unknown_path_is_a_404_in_the_error_shape(stack: Stack, path: str) -> None:
-    response = httpx.get(stack.url + path, headers=AUTH, timeout=30)
+def test_an_unknown_path_is_a_404_in_the_error_shape(stack_url: str, path: str) -> None:
+    response = httpx.get(stack_url + path, headers=AUTH, timeout=30)
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
     # The page keeps serving.
-    assert httpx.get(stack.url + "/", timeout=30).status_code == 200
+    assert httpx.get(stack_url + "/", timeout=30).status_code == 200
 
 
-def test_the_longer_prefixes_still_reach_their_own_apps(stack: Stack) -> None:
+def test_the_longer_prefixes_still_reach_their_own_apps(stack_url: str) -> None:
     # "/" is the web app's prefix; "/chat/..." must still go to the chat app.
-    response = httpx.get(f"{stack.url}/chat/knowledge/collections", headers=AUTH, timeout=60)
+    response = httpx.get(f"{stack_url}/chat/knowledge/collections", headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     names = {c["name"] for c in response.json()["collections"]}
     assert COLLECTION in names
-    response = httpx.get(f"{stack.url}/llm/v1/models", headers=AUTH, timeout=60)
+    response = httpx.get(f"{stack_url}/llm/v1/models", headers=AUTH, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["data"]
 
@@ -189,9 +170,9 @@ def test_the_longer_prefixes_still_reach_their_own_apps(stack: Stack) -> None:
 def run_browser_script(script: str, options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run ``browser/SCRIPT`` with node and return the JSON it printed."""
     if CHROMIUM is None or NODE is None:
-        pytest.skip(
-            "the browser test needs Debian's chromium and node "
-            "(apt-get install chromium nodejs npm; ./dev install does it as root)"
+        pytest.fail(
+            "the browser test needs Debian's chromium and node: ./dev test installs them "
+            "(as root or with passwordless sudo); else apt-get install chromium nodejs npm"
         )
     assert PLAYWRIGHT_CORE.is_dir(), (
         f"npm playwright-core is not installed in {BROWSER_DIR}: run ./dev install "
@@ -210,11 +191,11 @@ def run_browser_script(script: str, options: dict[str, Any], timeout_s: float) -
     return result
 
 
-def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack: Stack) -> None:
+def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack_url: str) -> None:
     result = run_browser_script(
         "chat.mjs",
         {
-            "url": stack.url + "/",
+            "url": stack_url + "/",
             "collection": COLLECTION,
             "question": QUESTION,
             "apiKey": API_KEY,
@@ -249,11 +230,11 @@ def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack: Stack)
     assert result["problems"] == [], result["problems"]
 
 
-def test_without_a_key_the_page_asks_for_one_then_sends_the_question_again(stack: Stack) -> None:
+def test_without_a_key_the_page_asks_for_one_then_sends_the_question_again(stack_url: str) -> None:
     result = run_browser_script(
         "key_prompt.mjs",
         {
-            "url": stack.url + "/",
+            "url": stack_url + "/",
             "collection": COLLECTION,
             "question": QUESTION,
             "wrongKey": "not-the-key",
@@ -310,15 +291,13 @@ def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, flo
 
 
 def test_push_to_talk_shows_the_transcript_and_plays_the_answer(
-    stack: Stack, fake_microphone: tuple[Path, float]
+    stack_url: str, fake_microphone: tuple[Path, float]
 ) -> None:
-    if not stack.voice:
-        pytest.skip("voice_assistant has no build_app yet: the /voice app is not built")
     wav, hold_s = fake_microphone
     result = run_browser_script(
         "voice.mjs",
         {
-            "url": stack.url + "/",
+            "url": stack_url + "/",
             "fakeAudio": str(wav),
             "collection": COLLECTION,
             "apiKey": API_KEY,
