@@ -17,7 +17,6 @@ from handler_base.inference import (
     EmbeddingsRequest,
 )
 from handler_base.testing.platform import SharedApps
-from ray_inference.embeddings import EmbeddingsArgs, build_app
 from ray_inference.text_encoder import TextEncoder
 
 pytestmark = pytest.mark.integration
@@ -193,10 +192,3 @@ async def test_bad_handle_calls_raise_typed_errors(
         # A plain mapping reaches the deployment, which validates it.
         await by_handle._call("embed", {"input": []}, "/v1/embeddings")
     assert len(await by_handle.embed_one(QUERY)) == 384
-
-
-def test_the_gpu_profile_renders_without_gpu_libraries() -> None:
-    application = build_app({"profile": "gpu"})
-
-    assert application is not None
-    assert EmbeddingsArgs(max_batch_size=1).max_batch_size == 1

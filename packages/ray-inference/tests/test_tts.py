@@ -27,7 +27,6 @@ from ray_inference.tts import (
     TextToSpeech,
     TTSArgs,
     VoiceConfig,
-    build_app,
 )
 
 SENTENCE = (
@@ -178,10 +177,6 @@ def test_args_need_the_default_voice_among_the_voices() -> None:
         TTSArgs.model_validate({"voices": {"a": DEFAULT_VOICE_SOURCE}})
     args = TTSArgs.model_validate({"voices": {"joe": DEFAULT_VOICE_SOURCE, "s": STEADY}})
     assert args.voices["s"] == VoiceConfig(**STEADY)
-
-
-def test_gpu_profile_builds_without_loading_anything() -> None:
-    assert build_app({"profile": "gpu"}) is not None
 
 
 def test_espeak_voice_is_heard_back(tts: TextToSpeech, whisper: Any) -> None:
