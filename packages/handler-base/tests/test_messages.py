@@ -152,12 +152,16 @@ def test_responses_round_trip() -> None:
         "tts",
         "total",
     }
+    # The stages, and the compute each model replica measured inside itself.
     assert set(json.loads(chat.model_dump_json())["timings_ms"]) == {
         "embed",
         "search",
         "rerank",
         "generate",
         "total",
+        "embed_model",
+        "rerank_model",
+        "generate_model",
     }
 
 

@@ -142,14 +142,24 @@ def test_speed_changes_the_duration(tts: TextToSpeech) -> None:
     assert 1.6 < slow / normal < 2.5
 
 
-def test_openai_voice_names_speak_with_the_default_voice(tts: TextToSpeech) -> None:
-    assert tts.engine("alloy") is tts.engine(None) is tts.engine("joe")
-    assert tts.engine("Nova") is tts.engine("joe")
+def test_other_voice_names_speak_with_the_default_voice(tts: TextToSpeech) -> None:
+    default = tts.resolve(None)
+    assert default[0] == "joe"
+    for name in ("alloy", "Nova", "default", "nobody"):
+        assert tts.resolve(name) == default, name
+    assert tts.resolve("steady")[0] == "steady"
+    speech = tts.synthesize(SpeechRequest(input="Hello.", voice="default"))
+    assert speech.voice == "joe"
 
 
-def test_unknown_voice_names_the_voices_there_are(tts: TextToSpeech) -> None:
+def test_the_unknown_voice_policy_can_refuse() -> None:
+    strict = TextToSpeech(VOICES, "joe", unknown_voice="refuse")
+    with pytest.raises(InvalidRequestError, match=r"unknown voice 'alloy'.*joe.*steady"):
+        strict.synthesize(SpeechRequest(input="Hello.", voice="alloy"))
+    openai = TextToSpeech(VOICES, "joe", unknown_voice="openai")
+    assert openai.resolve("alloy")[0] == "joe"
     with pytest.raises(InvalidRequestError, match=r"unknown voice 'nobody'.*joe.*steady"):
-        tts.synthesize(SpeechRequest(input="Hello.", voice="nobody"))
+        openai.resolve("nobody")
 
 
 def test_text_with_nothing_to_say_is_invalid(tts: TextToSpeech) -> None:
@@ -206,7 +216,17 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def test_health_and_voices(tts_url: str, http: httpx.AsyncClient) -> None:
     assert (await http.get(f"{tts_url}/-/healthz")).status_code == 200
     voices = (await http.get(f"{tts_url}/v1/voices")).json()
-    assert voices == {"voices": ["joe", "steady"], "default": "joe"}
+    assert voices["voices"] == ["joe", "steady"]
+    assert voices["default"] == "joe"
+    assert voices["unknown_voice"] == "default"
+    assert "alloy" in voices["openai_names"]
+    # A name a client may send by default is spoken by the default voice, and says so.
+    response = await http.post(
+        f"{tts_url}/v1/audio/speech", json={"input": "Hello.", "voice": "default"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-voice"] == "joe"
+    assert response.content.startswith(b"RIFF")
 
 
 async def test_http_speech_is_heard_back(
@@ -272,7 +292,7 @@ async def test_client_handle_and_http_give_the_same_audio(
         ({"input": ""}, 400, "invalid_request", ["input"]),
         ({"input": "   "}, 400, "invalid_request", ["input"]),
         ({"input": "x" * (MAX_SPEECH_INPUT_CHARS + 1)}, 413, "too_large", ["input", "4096"]),
-        ({"input": "Hi.", "voice": "nobody"}, 400, "invalid_request", ["nobody", "joe", "steady"]),
+        ({"input": "Hi.", "voice": "v" * 129}, 413, "too_large", ["voice", "128"]),
         ({"input": "Hi.", "response_format": "mp3"}, 400, "invalid_request", ["wav", "pcm"]),
         ({"input": "Hi.", "speed": 10}, 400, "invalid_request", ["speed"]),
         ({"voice": "joe"}, 400, "invalid_request", ["input"]),
@@ -309,8 +329,8 @@ async def test_malformed_json_is_invalid(tts_url: str, http: httpx.AsyncClient) 
 @pytest.mark.parametrize("mode", ["handle", "http"])
 async def test_client_raises_typed_errors_on_both_paths(tts_url: str, mode: Any) -> None:
     async with TTSClient(mode=mode, base_url=tts_url) as client:
-        with pytest.raises(InvalidRequestError, match="unknown voice"):
-            await client.speak("Hello.", voice="nobody")
+        with pytest.raises(InvalidRequestError, match="nothing that can be spoken"):
+            await client.speak("...")
         with pytest.raises(TooLargeError):
             await client.speak("x" * (MAX_SPEECH_INPUT_CHARS + 1))
         speech = await client.speak("Fine again.", response_format="pcm")

@@ -301,6 +301,8 @@ class TranscriptionResponse(ModelTimed):
 
 # --- text to speech ---------------------------------------------------------------------
 
+MAX_VOICE_NAME_CHARS = 128
+
 
 class SpeechRequest(_Request):
     """``POST /tts/v1/audio/speech``."""
@@ -309,8 +311,9 @@ class SpeechRequest(_Request):
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SPEECH_INPUT_CHARS),
     ]
-    voice: str | None = None
-    """A voice the deployment knows; its default when absent."""
+    voice: Annotated[str, StringConstraints(max_length=MAX_VOICE_NAME_CHARS)] | None = None
+    """A voice name; the deployment's default when absent (and, as configured, for a name
+    it does not know)."""
     response_format: Literal["wav", "pcm"] = "wav"
     speed: float = Field(default=1.0, ge=0.25, le=4.0)
     model: str | None = None
@@ -322,6 +325,8 @@ class SpeechAudio(ModelTimed):
     audio: bytes
     sample_rate: int
     format: Literal["wav", "pcm"]
+    voice: str | None = None
+    """The voice that spoke (the default one for an unknown name, see the TTS app)."""
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:

@@ -9,9 +9,11 @@ official ``openai`` client works against ``base_url=<serve>/tts/v1``. Handle cal
 
 Voices are a builder argument: a mapping of voice name to either a Piper model source
 (``pkg:MODULE/voice.onnx`` or a path; the ``.onnx.json`` config beside it) or
-``espeak:<espeak voice>``, or a full :class:`VoiceConfig`. The OpenAI voice names
-(``alloy``, ``nova``...) are aliases of the default voice, so OpenAI clients work
-unchanged; a configured voice of the same name wins over the alias. With
+``espeak:<espeak voice>``, or a full :class:`VoiceConfig`. A name that is no configured
+voice (OpenAI's ``alloy``, ``nova``..., or a client's ``default``) is spoken by the default
+voice, so OpenAI clients work unchanged (``unknown_voice: default``); ``openai`` accepts
+only OpenAI's names that way and ``refuse`` none. The voice that spoke is in the
+``X-Voice`` header; ``GET /tts/v1/voices`` lists the voices and the policy. With
 ``espeak: true`` any ``espeak:<voice>`` name (``espeak:en-us``, ``espeak:de``) is spoken
 by the ``espeak-ng`` binary, which must then be installed (Debian ``espeak-ng``).
 
@@ -80,6 +82,9 @@ OPENAI_VOICES = frozenset(
     }
 )
 """OpenAI's voice names, spoken by the default voice unless configured otherwise."""
+UnknownVoice = Literal["default", "openai", "refuse"]
+"""What a voice name that is no configured voice gets: the default voice (any name, or
+OpenAI's names only) or ``invalid_request``."""
 ESPEAK_WORDS_PER_MINUTE = 175
 """``espeak-ng``'s normal pace; ``speed`` multiplies it."""
 ESPEAK_WPM_RANGE = (80, 450)
@@ -257,10 +262,11 @@ class EspeakEngine:
 
 @dataclass(frozen=True, slots=True)
 class SpokenText:
-    """Mono 16-bit samples at a rate."""
+    """Mono 16-bit samples at a rate, and the voice that spoke them."""
 
     samples: PCM16
     sample_rate: int
+    voice: str
 
     @property
     def duration_s(self) -> float:
@@ -273,9 +279,10 @@ class TextToSpeech:
 
     Args:
         voices: Voice name to voice (short form or :class:`VoiceConfig`).
-        default_voice: The voice of requests that name none (and of OpenAI voice names).
-        openai_aliases: Speak OpenAI's voice names (:data:`OPENAI_VOICES`) with the
-            default voice.
+        default_voice: The voice of requests that name none, or an unknown voice.
+        unknown_voice: A name that is no configured voice is spoken by the default voice
+            (``default``), only when it is one of OpenAI's (:data:`OPENAI_VOICES`,
+            ``openai``), or refused (``refuse``).
         espeak: Accept any ``espeak:<voice>`` name, spoken by ``espeak-ng``.
         threads: onnxruntime threads of each Piper voice.
         use_cuda: Run Piper voices on the GPU.
@@ -292,7 +299,7 @@ class TextToSpeech:
         voices: Mapping[str, VoiceSpec],
         default_voice: str,
         *,
-        openai_aliases: bool = True,
+        unknown_voice: UnknownVoice = "default",
         espeak: bool = False,
         threads: int = 2,
         use_cuda: bool = False,
@@ -309,7 +316,7 @@ class TextToSpeech:
                 "(Debian/Ubuntu: apt-get install espeak-ng)"
             )
         self.default_voice = default_voice
-        self.openai_aliases = openai_aliases
+        self.unknown_voice = unknown_voice
         self.espeak = espeak
         # Voices that share a model share its onnxruntime session.
         loaded: dict[VoiceConfig, SpeechEngine] = {}
@@ -327,27 +334,42 @@ class TextToSpeech:
     def describe_voices(self) -> str:
         """The voices a request may name, in words."""
         words = ", ".join(self.voice_names)
-        if self.openai_aliases:
+        if self.unknown_voice == "default":
+            words += " (any other name speaks with the default voice)"
+        elif self.unknown_voice == "openai":
             words += " (OpenAI names such as 'alloy' speak with the default voice)"
         if self.espeak:
             words += "; or 'espeak:<voice>' for any espeak-ng voice"
         return words
 
-    def engine(self, voice: str | None) -> SpeechEngine:
-        """The engine that speaks ``voice`` (the default voice for None).
+    def voices(self) -> dict[str, Any]:
+        """What ``GET /v1/voices`` answers: the voices and what other names get."""
+        return {
+            "voices": self.voice_names,
+            "default": self.default_voice,
+            "unknown_voice": self.unknown_voice,
+            "openai_names": sorted(OPENAI_VOICES) if self.unknown_voice != "refuse" else [],
+            "espeak": self.espeak,
+        }
+
+    def resolve(self, voice: str | None) -> tuple[str, SpeechEngine]:
+        """The voice that speaks for ``voice`` (the default one for None), and its engine.
 
         Raises:
-            InvalidRequestError: No such voice; the message lists the voices there are.
+            InvalidRequestError: No such voice and the policy refuses it; the message
+                lists the voices there are.
         """
         name = voice if voice else self.default_voice
         if name in self._engines:
-            return self._engines[name]
-        if self.openai_aliases and name.lower() in OPENAI_VOICES:
-            return self._engines[self.default_voice]
+            return name, self._engines[name]
         if self.espeak and name.startswith(ESPEAK_PREFIX):
             espeak_voice = name.removeprefix(ESPEAK_PREFIX)
             if _ESPEAK_VOICE_NAME.match(espeak_voice) and self._espeak_binary:
-                return EspeakEngine(espeak_voice, self._espeak_binary)
+                return name, EspeakEngine(espeak_voice, self._espeak_binary)
+        if self.unknown_voice == "default" or (
+            self.unknown_voice == "openai" and name.lower() in OPENAI_VOICES
+        ):
+            return self.default_voice, self._engines[self.default_voice]
         raise InvalidRequestError(f"unknown voice {name!r}; voices: {self.describe_voices()}")
 
     def speak(self, text: str, voice: str | None = None, speed: float = 1.0) -> SpokenText:
@@ -356,10 +378,11 @@ class TextToSpeech:
         Raises:
             InvalidRequestError: Unknown voice, or nothing in the text could be spoken.
         """
-        samples, rate = self.engine(voice).synthesize(text, speed)
+        name, engine = self.resolve(voice)
+        samples, rate = engine.synthesize(text, speed)
         if samples.size == 0:
             raise InvalidRequestError("the input has nothing that can be spoken")
-        return SpokenText(samples=samples, sample_rate=rate)
+        return SpokenText(samples=samples, sample_rate=rate, voice=name)
 
     def synthesize(self, request: SpeechRequest) -> SpeechAudio:
         """Answer a speech request with WAV or raw PCM bytes."""
@@ -369,7 +392,10 @@ class TextToSpeech:
         else:
             audio = encode_wav(spoken.samples, spoken.sample_rate)
         return SpeechAudio(
-            audio=audio, sample_rate=spoken.sample_rate, format=request.response_format
+            audio=audio,
+            sample_rate=spoken.sample_rate,
+            format=request.response_format,
+            voice=spoken.voice,
         )
 
     def _make_engine(self, config: VoiceConfig, *, threads: int, use_cuda: bool) -> SpeechEngine:
@@ -402,7 +428,7 @@ class TTSArgs(ServiceArgs):
         min_length=1,
     )
     default_voice: str = DEFAULT_VOICE
-    openai_aliases: bool = True
+    unknown_voice: UnknownVoice = "default"
     espeak: bool = False
     threads: int = Field(default=2, ge=1)
 
@@ -426,7 +452,7 @@ class TTSDeployment:
         self._tts = TextToSpeech(
             args.voices,
             args.default_voice,
-            openai_aliases=args.openai_aliases,
+            unknown_voice=args.unknown_voice,
             espeak=args.espeak,
             threads=args.threads,
             use_cuda=args.uses_gpu,
@@ -449,14 +475,15 @@ class TTSDeployment:
             headers={
                 "X-Sample-Rate": str(speech.sample_rate),
                 "X-Channels": "1",
+                "X-Voice": speech.voice or "",
                 MODEL_TIME_HEADER: f"{speech.model_time_ms or 0.0:.3f}",
             },
         )
 
     @api.get("/v1/voices")
     async def list_voices(self) -> dict[str, Any]:
-        """The configured voices and the default one."""
-        return {"voices": self._tts.voice_names, "default": self._tts.default_voice}
+        """The configured voices, the default one, and what other names get."""
+        return self._tts.voices()
 
     async def synthesize(self, request: SpeechRequest) -> SpeechAudio:
         """Speak ``request.input`` (handle path).

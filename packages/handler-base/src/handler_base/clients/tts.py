@@ -31,10 +31,11 @@ class TTSClient(ServiceClient):
         """Answer one speech request.
 
         Both paths return the same :class:`SpeechAudio`: the handle path as the
-        deployment made it, the HTTP path from the body and its ``X-Sample-Rate`` header.
+        deployment made it, the HTTP path from the body and its ``X-Sample-Rate`` and
+        ``X-Voice`` headers.
 
         Raises:
-            PlatformError: ``invalid_request`` for an unknown voice or nothing to speak,
+            PlatformError: ``invalid_request`` for a refused voice or nothing to speak,
                 ``too_large`` for over-long text, or what the transport reports.
         """
         if await self.path() == "handle":
@@ -48,6 +49,7 @@ class TTSClient(ServiceClient):
                 "audio": response.content,
                 "sample_rate": int(rate) if rate else DEFAULT_SAMPLE_RATE,
                 "format": request.response_format,
+                "voice": response.headers.get("X-Voice") or None,
             }
             return SpeechAudio.model_validate(
                 self._with_model_time(fields, response.headers.get(MODEL_TIME_HEADER))
