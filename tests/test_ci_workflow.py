@@ -28,7 +28,8 @@ def workflow() -> dict[Any, Any]:
 
 def triggers(workflow: dict[Any, Any]) -> dict[str, Any]:
     # YAML 1.1 reads the key `on` as the boolean true.
-    found: dict[str, Any] = workflow.get("on", workflow.get(True))
+    found = workflow.get("on", workflow.get(True))
+    assert isinstance(found, dict), "the workflow has no triggers"
     return found
 
 
@@ -39,7 +40,8 @@ def runs(job: dict[str, Any]) -> str:
 def step_running(job: dict[str, Any], command: str) -> dict[str, Any]:
     matching = [step for step in job["steps"] if command in step.get("run", "")]
     assert len(matching) == 1, f"expected one step running {command!r}"
-    return matching[0]
+    found: dict[str, Any] = matching[0]
+    return found
 
 
 def uv() -> str:

@@ -204,7 +204,7 @@ def test_no_server_error_and_documented_responses(
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
-    def call(case: Case) -> None:
+    def call(case: Case[Any]) -> None:
         if isinstance(case.body, dict):
             case.body = bounded(prefix, mode, case.body)
         case.call_and_validate(

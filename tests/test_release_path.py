@@ -150,7 +150,9 @@ def deploy(config: dict[str, Any]) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     # What the dashboard's PUT /api/serve/applications/ does with the document.
-    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+    client = _get_global_client()
+    assert client is not None, "Serve is not running"
+    client.deploy_apps(ServeDeploySchema.model_validate(config))
     names = [app["name"] for app in config["applications"]]
     deadline = time.monotonic() + DEPLOY_TIMEOUT_S
     while True:

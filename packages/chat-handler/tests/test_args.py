@@ -25,7 +25,7 @@ def test_llm_model_reaches_the_replica_and_is_unset_by_default() -> None:
 
 
 def test_the_pipeline_is_configured_by_the_rag_argument() -> None:
-    args = {
+    args: dict[str, object] = {
         "store": "memory",
         "rag": {
             "prompt_template": "Answer in one line.\n{passages}",

@@ -13,6 +13,7 @@ from handler_base.messages import (
     MAX_QUERY_CHARS,
     ChatRequest,
     ChatResponse,
+    HistoryMessage,
     PipelineRunAccepted,
     PipelineRunState,
     PipelineRunStatus,
@@ -46,7 +47,10 @@ def test_chat_request_round_trips() -> None:
         collection="products",
         top_k=20,
         top_n=3,
-        history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],  # type: ignore[list-item]
+        history=[
+            HistoryMessage(role="user", content="hi"),
+            HistoryMessage(role="assistant", content="hello"),
+        ],
         filter='doc_id == "a"',
         request_id="req-1",
     )
@@ -227,7 +231,7 @@ def test_arbitrary_json_objects_never_crash_validation(payload: dict[str, object
     try:
         ChatRequest.model_validate_json(json.dumps(payload))
     except ValidationError as exc:
-        code = error_from_validation(exc).code
+        code: ErrorCode | None = error_from_validation(exc).code
     else:
         code = None
     assert code in {None, ErrorCode.INVALID_REQUEST, ErrorCode.TOO_LARGE}

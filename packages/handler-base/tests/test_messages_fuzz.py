@@ -14,7 +14,7 @@ import base64
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi import FastAPI
@@ -333,7 +333,7 @@ def echo_app() -> TestClient:
         app.post(f"/{model.__name__}")(echo)
 
     for model in REQUEST_MODELS:
-        add_route(model)
+        add_route(cast(type[BaseModel], model))
     return TestClient(app, raise_server_exceptions=False)
 
 

