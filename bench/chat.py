@@ -1,8 +1,19 @@
 """Chat latency by stage, and the platform's own share measured against model compute.
 
 Deploys the cpu profile's embeddings, reranker and LLM apps and the chat handler (Milvus
-Lite in a temporary folder) on a local Ray, ingests a small corpus through the knowledge
-API, then asks questions over HTTP (``POST /chat``) at 1, 4 and 16 concurrent clients,
+Lite in a temporary folder) on a local Ray and ingests two corpora through the knowledge
+API: the sample knowledge base ``aictl up`` ingests (its own collection) and six short
+product documents.
+
+Answer quality: each question of the labelled set (``aictl.evaluation.EVAL_SET``) is
+asked once over the sample knowledge base (temperature 0, one at a time); an answer is
+right when it states the question's fact (``answer_contains``). Per question it also
+tells whether the relevant document was among the sources and whether the fact was in the
+passages the LLM got, so a wrong answer is blamed on retrieval (the fact never reached
+the prompt) or on generation (it did, and the answer missed it).
+
+Latency: questions about the products over HTTP (``POST /chat``) at 1, 4 and 16
+concurrent clients,
 the levels taking turns for ``--repeat`` rounds so that load drifts hit each alike. Each
 answer reports its stage times (``timings_ms``) and the model compute measured inside
 each model replica (``embed_model``, ``rerank_model``, ``generate_model``); the
@@ -10,7 +21,7 @@ platform's share is the handler's total minus that compute (hops, queues in fron
 models, the search, prompt building), and the transport is what the client waited beyond
 the handler's total (Serve's proxy, JSON).
 
-Run: ``.venv/bin/python bench/chat.py -n 8 --repeat 2`` (``--quick``: about a minute).
+Run: ``.venv/bin/python bench/chat.py -n 8 --repeat 2`` (``--quick``: about two minutes).
 """
 
 import argparse
@@ -56,9 +67,9 @@ def questions(n: int) -> list[str]:
     return [f"How much does the {PRODUCTS[i % len(PRODUCTS)][0]} cost?" for i in range(n)]
 
 
-async def ask(client: httpx.AsyncClient, query: str) -> dict[str, Any]:
+async def ask(client: httpx.AsyncClient, query: str, collection: str = "bench") -> dict[str, Any]:
     start = time.perf_counter()
-    response = await client.post("/chat", json={"query": query, "collection": "bench"})
+    response = await client.post("/chat", json={"query": query, "collection": collection})
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     body["client_ms"] = (time.perf_counter() - start) * 1000
@@ -79,6 +90,79 @@ async def round_of(base_url: str, n: int, concurrency: int) -> tuple[list[dict[s
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return answers, time.perf_counter() - start
+
+
+async def answer_quality(base_url: str, collection: str) -> dict[str, Any]:
+    """Each labelled question asked once over ``collection``: the rate of right answers.
+
+    Per question: the fact stated (``answered``), the relevant document among the sources
+    (``retrieved``), the fact in the passages the LLM got (``in_context``), and the stage
+    that failed a wrong answer (``retrieval`` or ``generation``).
+    """
+    from aictl.evaluation import EVAL_SET, answer_contains
+
+    cases = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        for case in EVAL_SET:
+            body = await ask(client, case.question, collection)
+            sources = body["sources"]
+            answered = answer_contains(body["response"], case.facts)
+            in_context = any(answer_contains(s["text"], case.facts) for s in sources)
+            cases.append(
+                {
+                    "question": case.question,
+                    "facts": list(case.facts),
+                    "answer": body["response"],
+                    "answered": answered,
+                    "retrieved": case.relevant_doc
+                    in (s["metadata"].get("doc_id") for s in sources),
+                    "in_context": in_context,
+                    "failed_at": None
+                    if answered
+                    else ("generation" if in_context else "retrieval"),
+                }
+            )
+    n = len(cases)
+    return {
+        "questions": n,
+        "answer_rate": round(sum(c["answered"] for c in cases) / n, 4),
+        "retrieved_rate": round(sum(c["retrieved"] for c in cases) / n, 4),
+        "in_context_rate": round(sum(c["in_context"] for c in cases) / n, 4),
+        "cases": cases,
+    }
+
+
+def quality_table(quality: dict[str, Any]) -> str:
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows = [
+        [
+            c["question"],
+            yes(c["answered"]),
+            yes(c["retrieved"]),
+            yes(c["in_context"]),
+            c["failed_at"] or "",
+        ]
+        for c in quality["cases"]
+    ]
+    rows.append(
+        [
+            f"**rate (n = {quality['questions']})**",
+            f"{quality['answer_rate']:.0%}",
+            f"{quality['retrieved_rate']:.0%}",
+            f"{quality['in_context_rate']:.0%}",
+            "",
+        ]
+    )
+    headers = [
+        "question",
+        "fact in answer",
+        "relevant document in sources",
+        "fact in the LLM's passages",
+        "failed at",
+    ]
+    return markdown_table(headers, rows, align="lrrrl")
 
 
 def summarize_level(concurrency: int, answers: list[dict[str, Any]], wall: float) -> dict[str, Any]:
@@ -177,6 +261,7 @@ def main() -> None:
 
     from ray import serve
 
+    from aictl.local import SAMPLE_COLLECTION, sample_documents
     from chat_handler import build_app as build_chat
     from ray_inference.embeddings import build_app as build_embeddings
     from ray_inference.llm import build_app as build_llm
@@ -190,14 +275,18 @@ def main() -> None:
         serve.run(build_llm({"profile": "cpu"}), name="llm", route_prefix="/llm")
         milvus = str(Path(data) / "milvus.db")
         serve.run(build_chat({"milvus_uri": milvus}), name="chat", route_prefix="/chat")
-        ingest = httpx.post(
-            f"{base_url}/chat/knowledge/documents",
-            json={"collection": "bench", "documents": corpus()},
-            timeout=300,
-        )
-        ingest.raise_for_status()
+        for collection, documents in ((SAMPLE_COLLECTION, sample_documents()), ("bench", corpus())):
+            httpx.post(
+                f"{base_url}/chat/knowledge/documents",
+                json={"collection": collection, "documents": documents},
+                timeout=300,
+            ).raise_for_status()
+        quality = asyncio.run(answer_quality(base_url, SAMPLE_COLLECTION))
         rounds = asyncio.run(levels(base_url, args.n, args.concurrency, args.repeat))
-    print_result({"bench": "chat", "rounds": rounds}, table(rounds))
+    print_result(
+        {"bench": "chat", "quality": quality, "rounds": rounds},
+        f"{quality_table(quality)}\n\n{table(rounds)}",
+    )
 
 
 if __name__ == "__main__":
