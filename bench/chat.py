@@ -96,8 +96,9 @@ async def answer_quality(base_url: str, collection: str) -> dict[str, Any]:
     """Each labelled question asked once over ``collection``: the rate of right answers.
 
     Per question: the fact stated (``answered``), the relevant document among the sources
-    (``retrieved``), the fact in the passages the LLM got (``in_context``), and the stage
-    that failed a wrong answer (``retrieval`` or ``generation``).
+    (``retrieved``) and its place there (``rank``, 1 = first), the fact in the passages
+    the LLM got (``in_context``), and the stage that failed a wrong answer (``retrieval``
+    or ``generation``).
     """
     from aictl.evaluation import EVAL_SET, answer_contains
 
@@ -106,6 +107,7 @@ async def answer_quality(base_url: str, collection: str) -> dict[str, Any]:
         for case in EVAL_SET:
             body = await ask(client, case.question, collection)
             sources = body["sources"]
+            documents = [s["metadata"].get("doc_id") for s in sources]
             answered = answer_contains(body["response"], case.facts)
             in_context = any(answer_contains(s["text"], case.facts) for s in sources)
             cases.append(
@@ -114,8 +116,10 @@ async def answer_quality(base_url: str, collection: str) -> dict[str, Any]:
                     "facts": list(case.facts),
                     "answer": body["response"],
                     "answered": answered,
-                    "retrieved": case.relevant_doc
-                    in (s["metadata"].get("doc_id") for s in sources),
+                    "retrieved": case.relevant_doc in documents,
+                    "rank": documents.index(case.relevant_doc) + 1
+                    if case.relevant_doc in documents
+                    else None,
                     "in_context": in_context,
                     "failed_at": None
                     if answered
@@ -141,6 +145,7 @@ def quality_table(quality: dict[str, Any]) -> str:
             c["question"],
             yes(c["answered"]),
             yes(c["retrieved"]),
+            c["rank"] or "-",
             yes(c["in_context"]),
             c["failed_at"] or "",
         ]
@@ -151,6 +156,7 @@ def quality_table(quality: dict[str, Any]) -> str:
             f"**rate (n = {quality['questions']})**",
             f"{quality['answer_rate']:.0%}",
             f"{quality['retrieved_rate']:.0%}",
+            "",
             f"{quality['in_context_rate']:.0%}",
             "",
         ]
@@ -159,10 +165,11 @@ def quality_table(quality: dict[str, Any]) -> str:
         "question",
         "fact in answer",
         "relevant document in sources",
+        "its rank",
         "fact in the LLM's passages",
         "failed at",
     ]
-    return markdown_table(headers, rows, align="lrrrl")
+    return markdown_table(headers, rows, align="lrrrrl")
 
 
 def summarize_level(concurrency: int, answers: list[dict[str, Any]], wall: float) -> dict[str, Any]:
