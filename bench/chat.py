@@ -280,6 +280,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--repeat", type=int, default=2, help="rounds of every level, in turns")
     parser.add_argument("--quick", action="store_true", help="-n 4, one round of 1 and 4")
+    parser.add_argument("--quality-only", action="store_true", help="the answer quality only")
     args = parser.parse_args()
     if args.quick:
         args.n, args.concurrency, args.repeat = 4, [1, 4], 1
@@ -307,11 +308,11 @@ def main() -> None:
                 timeout=300,
             ).raise_for_status()
         quality = asyncio.run(answer_quality(base_url, SAMPLE_COLLECTION))
-        rounds = asyncio.run(levels(base_url, args.n, args.concurrency, args.repeat))
-    print_result(
-        {"bench": "chat", "quality": quality, "rounds": rounds},
-        f"{quality_table(quality)}\n\n{table(rounds)}",
-    )
+        rounds = []
+        if not args.quality_only:
+            rounds = asyncio.run(levels(base_url, args.n, args.concurrency, args.repeat))
+    tables = [quality_table(quality), *([table(rounds)] if rounds else [])]
+    print_result({"bench": "chat", "quality": quality, "rounds": rounds}, "\n\n".join(tables))
 
 
 if __name__ == "__main__":
