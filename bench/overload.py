@@ -9,13 +9,13 @@ ask questions over HTTP for ``--duration`` seconds, at C = working + waiting (ab
 capacity) and at 4 times that; a shed client waits its ``Retry-After`` and asks again.
 Then one probe asks every 0.25 s until it is answered: the time to recover.
 
-``--shipped``: instead, a third copy, ``/chat-shipped``, with the limits ``aictl up``'s cpu
-profile ships (``aictl.apps.HANDLER_SCALE``, the rest the builder's defaults), at 1, 2
-and 4 times the sustainable load (``--working`` + ``--waiting`` closed-loop clients, the
-tuned guard's capacity), against the tuned guard at the same loads.
+``--shipped``: instead, ``/chat-shipped`` with the limits ``aictl up``'s cpu profile ships
+(``aictl.apps.HANDLER_SCALE``) against ``/chat-builder`` with the chat builder's defaults
+(32 working + 128 waiting, what the cpu profile shipped before), at 1, 2 and 4 times the
+sustainable load (``--working`` + ``--waiting`` closed-loop clients).
 
-Run: ``.venv/bin/python bench/overload.py --duration 60 [--shipped]``; ``--quick``: 10 s
-rounds.
+Run: ``.venv/bin/python bench/overload.py --duration 60 [--shipped] [--loads 1 4]``;
+``--quick``: 10 s rounds.
 """
 
 import argparse
@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--working", type=int, default=2, help="the guard's working requests")
     parser.add_argument("--waiting", type=int, default=2, help="the guard's waiting requests")
     parser.add_argument("--shipped", action="store_true", help="the shipped limits, 1/2/4x")
+    parser.add_argument(
+        "--loads", type=int, nargs="+", help="times the sustainable load (1 4, 1 2 4 shipped)"
+    )
     parser.add_argument("--quick", action="store_true", help="10 s rounds")
     args = parser.parse_args()
     if args.quick:
@@ -171,9 +174,10 @@ def main() -> None:
         }
         if args.shipped:
             shipped = ChatArgs(**HANDLER_SCALE["cpu"]["chat"].model_dump(exclude_unset=True))
+            builder = ChatArgs(num_cpus=0.1)
             configs = {
-                "guarded": configs["guarded"],
                 "shipped": (shipped.deployment_options(), shipped.admission()),
+                "builder": (builder.deployment_options(), builder.admission()),
             }
         for mode, (options, admission) in configs.items():
             milvus = str(Path(data) / f"{mode}.db")
@@ -191,7 +195,7 @@ def main() -> None:
             ).raise_for_status()
             httpx.post(f"{base_url}/chat-{mode}", json=question(1), timeout=300).raise_for_status()
         rounds = []
-        loads = (1, 2, 4) if args.shipped else (1, 4)
+        loads = args.loads or ((1, 2, 4) if args.shipped else (1, 4))
         for clients in (factor * capacity for factor in loads):
             for mode in configs:
                 result = asyncio.run(load(f"{base_url}/chat-{mode}", clients, args.duration))

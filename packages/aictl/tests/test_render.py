@@ -58,6 +58,28 @@ def test_cpu_config_is_every_app_on_loopback_without_installs() -> None:
     assert apps["chat"]["args"]["num_cpus"] < 0.5
 
 
+def test_cpu_handlers_shed_past_two_working_and_two_waiting() -> None:
+    # One LLM generation at a time: past 2 + 2 a chat or voice request is shed at once
+    # rather than queued for minutes (BENCHMARKS.md, "Overload"). The Serve config and the
+    # RayService carry the same limits, and the builders take them.
+    from handler_base.deployment import build_application
+
+    manifest = render(
+        "rayservice",
+        StackOptions(profile="cpu"),
+        ClusterOptions(index=PackageIndex(url=INDEX, version="1.2.3")),
+    )
+    rendered = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    for config in (render("serve", StackOptions(profile="cpu")), rendered):
+        apps = by_name(config)
+        for name in ("chat", "voice"):
+            args = apps[name]["args"]
+            assert (args["max_ongoing_requests"], args["max_queued_requests"]) == (2, 2)
+            bound = build_application(apps[name]["import_path"], args)._bound_deployment
+            # Serve's own limits stay above the guard's: twice working + waiting.
+            assert (bound.max_ongoing_requests, bound.max_queued_requests) == (8, 8)
+
+
 def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
     manifest = render(
         "rayservice",

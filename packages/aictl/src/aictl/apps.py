@@ -59,10 +59,14 @@ class AppSpec(BaseModel):
 
 HANDLER_SCALE: dict[Profile, dict[str, HandlerArgs]] = {
     # Only what differs from the builders' defaults is written into the Serve config.
-    # One machine with 2 cores: the handlers mostly wait on the models.
+    # One machine with 2 cores: the handlers mostly wait on the models. One llama.cpp
+    # generation at a time answers about one question a second, so 2 working + 2 waiting
+    # per handler keeps an admitted answer within seconds and sheds the rest at once (503,
+    # Retry-After); 32 + 128 admitted everything and let the wait grow to minutes
+    # (BENCHMARKS.md, "Overload"). Voice waits on the same LLM, and on Whisper and TTS too.
     "cpu": {
-        "chat": HandlerArgs(num_cpus=0.1, max_ongoing_requests=32),
-        "voice": HandlerArgs(num_cpus=0.1, max_ongoing_requests=16),
+        "chat": HandlerArgs(num_cpus=0.1, max_ongoing_requests=2, max_queued_requests=2),
+        "voice": HandlerArgs(num_cpus=0.1, max_ongoing_requests=2, max_queued_requests=2),
     },
     # The decision record's handlers: on the head node, no GPU.
     "gpu": {
