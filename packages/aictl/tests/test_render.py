@@ -35,10 +35,6 @@ def by_name(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {entry["name"]: entry for entry in config["applications"]}
 
 
-def deployment_options(entry: dict[str, Any]) -> dict[str, Any]:
-    return entry.get("args", {})
-
-
 def test_cpu_config_is_every_app_on_loopback_without_installs() -> None:
     config = render("serve", StackOptions(profile="cpu"))
     apps = by_name(config)
@@ -157,9 +153,9 @@ def test_cluster_layout_places_handlers_on_the_head_and_models_on_workers() -> N
     from ray_inference.embeddings import build_app as build_embeddings
 
     chat = build_chat(apps["chat"]["args"])
-    assert chat._bound_deployment.ray_actor_options["resources"] == {"head": 0.01}
+    assert (chat._bound_deployment.ray_actor_options or {})["resources"] == {"head": 0.01}
     embeddings = build_embeddings(apps["embeddings"]["args"])
-    assert embeddings._bound_deployment.ray_actor_options["resources"] == {"worker": 0.01}
+    assert (embeddings._bound_deployment.ray_actor_options or {})["resources"] == {"worker": 0.01}
 
 
 def test_placement_check_names_the_resource_no_node_offers() -> None:
@@ -252,4 +248,4 @@ def test_each_model_spec_renders_its_application(profile: Any, layout: Any) -> N
         # What is rendered is what the builder takes.
         bound = spec.build_app(app.args)._bound_deployment
         assert bound.name == spec.service.deployment
-        assert bound.ray_actor_options["num_gpus"] == spec.resources(profile).num_gpus
+        assert (bound.ray_actor_options or {})["num_gpus"] == spec.resources(profile).num_gpus
