@@ -23,14 +23,14 @@ by default, 100 at most):
   collection, fused by reciprocal rank (RRF, k=60) or by Milvus's weighted ranker (0.5
   each), and the RRF list reranked by ``HybridScorer``.
 
-Run: ``flock /tmp/bench.lock .venv/bin/python bench/retrieval.py``; ``--quick``: the first
-20 questions of the reference set.
+It measures quality only (no timings), which load does not change, so it needs no quiet
+machine: ``nice .venv/bin/python bench/retrieval.py``; ``--quick``: the first 20 questions
+of the reference set.
 """
 
 import argparse
 import asyncio
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -174,9 +174,7 @@ async def evaluate(
     from pymilvus import RRFRanker, WeightedRanker
 
     chunks = [chunk for document in documents for chunk in chunk_document(document)]
-    started = time.perf_counter()
     vectors = encoder.encode([c.text for c in chunks]).vectors
-    embed_s = time.perf_counter() - started
     store = MilvusStore(
         Settings(milvus_uri=str(folder / f"{label}-dense.db"), milvus_host=None),
     )
@@ -223,7 +221,6 @@ async def evaluate(
         "documents": len(documents),
         "chunks": len(chunks),
         "questions": len(cases),
-        "embed_s": round(embed_s, 1),
         "methods": methods,
     }
 
