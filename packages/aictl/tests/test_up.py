@@ -325,7 +325,7 @@ def table_row(output: str, name: str) -> list[str]:
 def test_eval_ingests_the_reference_once_then_prints_the_quality_table(
     stack: RunningStack,
 ) -> None:
-    result = stack.aictl("eval", "--limit", "3", timeout=1200)
+    result = stack.aictl("eval", "--limit", "2", timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Adding the Python language reference to 'eval_python_reference'" in out
@@ -333,7 +333,7 @@ def test_eval_ingests_the_reference_once_then_prints_the_quality_table(
         _, ndcg, recall, _rate, n = table_row(out, name)
         assert 0.0 <= float(ndcg) <= 1.0, out
         assert 0.0 <= float(recall) <= 1.0, out
-        assert n == "3", out
+        assert n == "2", out
     # Three documents and questions named by their product: dense search finds each one.
     assert table_row(out, "sample, search")[1:3] == ["1.000", "1.000"], out
     assert table_row(out, "sample, search")[3] == "-"
