@@ -143,3 +143,24 @@ def test_status_shows_no_secret(nats_server_factory: Any, tmp_path: Path) -> Non
         f"NATS at {server.url}: the NATS server at {server.url} refused the credentials: "
         "check NATS_USER/NATS_PASSWORD, NATS_TOKEN"
     ) in out
+
+
+def test_eval_without_a_platform_says_it_does_not_answer(tmp_path: Path) -> None:
+    closed_port = free_port()
+    done = subprocess.run(
+        [AICTL, "eval", "--limit", "1"],
+        env={
+            **os.environ,
+            "DATA_DIR": str(tmp_path),
+            "CHAT_URL": f"http://127.0.0.1:{closed_port}/chat",
+            "HTTP_RETRIES": "0",
+            "COLUMNS": "300",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert f"the platform at http://127.0.0.1:{closed_port} does not answer" in done.stderr
+    assert "aictl up" in done.stderr

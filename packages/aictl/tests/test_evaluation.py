@@ -5,7 +5,18 @@ from importlib import resources
 
 import pytest
 
-from aictl.evaluation import EVAL_SET, answer_contains, ndcg_at_k, normalize_answer, recall_at_k
+from aictl.evaluation import (
+    EVAL_SET,
+    RETRIEVAL_SET,
+    answer_contains,
+    corpus,
+    document_ranking,
+    ndcg_at_k,
+    normalize_answer,
+    recall_at_k,
+    score_rankings,
+)
+from handler_base.messages import Source
 
 
 def test_ndcg_graded_by_hand() -> None:
@@ -52,3 +63,41 @@ def test_each_fact_is_in_its_relevant_document() -> None:
         assert answer_contains(texts[case.relevant_doc], case.facts[:1]), case
         others = [text for doc_id, text in texts.items() if doc_id != case.relevant_doc]
         assert not any(answer_contains(text, case.facts) for text in others), case
+
+
+def test_every_labelled_topic_ships_with_this_python_and_each_question_has_an_answer() -> None:
+    keys = {document.id for document in corpus()}
+    assert len(RETRIEVAL_SET) >= 40
+    assert len({case.question for case in RETRIEVAL_SET}) == len(RETRIEVAL_SET)
+    for case in RETRIEVAL_SET:
+        assert set(case.relevance) <= keys, case
+        assert 2 in case.relevance.values(), case
+        assert set(case.relevance.values()) <= {1, 2}, case
+
+
+def test_the_corpus_is_the_reference_as_python_ships_it() -> None:
+    from pydoc_data.topics import topics
+
+    documents = {document.id: document for document in corpus()}
+    assert documents.keys() == topics.keys()
+    assert documents["if"].text == topics["if"]
+    assert documents["if"].title == 'The "if" statement'
+    assert documents["if"].metadata == {"title": 'The "if" statement', "topic": "if"}
+
+
+def test_scores_are_the_means_over_the_questions() -> None:
+    scores = score_rankings([["a", "b"], ["c", "a"]], [{"a": 1}, {"a": 1}], k=10)
+    # nDCG: (1 + 1/log2(3)) / 2; recall: (1 + 1) / 2
+    assert scores.ndcg == pytest.approx((1 + 0.63093) / 2, abs=1e-5)
+    assert scores.recall == 1.0
+    assert scores.n == 2
+    with pytest.raises(ValueError, match="1 rankings for 0 questions"):
+        score_rankings([["a"]], [])
+
+
+def test_the_ranking_of_search_results_is_their_documents_in_order() -> None:
+    sources = [
+        Source(id=str(i), text="t", score=1.0, metadata={"doc_id": doc})
+        for i, doc in enumerate(["b", "a", "b"])
+    ]
+    assert document_ranking(sources) == ["b", "a", "b"]

@@ -313,6 +313,43 @@ def test_a_new_prompt_restarts_the_chat_app_and_no_model(
     api.close()
 
 
+def table_row(output: str, name: str) -> list[str]:
+    """The cells of the table row that starts with ``name``."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│|]", line) if cell.strip()]
+        if cells and cells[0] == name:
+            return cells
+    raise AssertionError(f"no row {name!r} in:\n{output}")
+
+
+def test_eval_ingests_the_reference_once_then_prints_the_quality_table(
+    stack: RunningStack,
+) -> None:
+    result = stack.aictl("eval", "--limit", "2", timeout=1200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Adding the Python language reference to 'eval_python_reference'" in out
+    for name in ("Python reference, search", "sample, search", "sample, chat answers (sources)"):
+        _, ndcg, recall, _rate, n = table_row(out, name)
+        assert 0.0 <= float(ndcg) <= 1.0, out
+        assert 0.0 <= float(recall) <= 1.0, out
+        assert n == "2", out
+    # Three documents and questions named by their product: dense search finds each one.
+    assert table_row(out, "sample, search")[1:3] == ["1.000", "1.000"], out
+    assert table_row(out, "sample, search")[3] == "-"
+    assert table_row(out, "sample, chat answers (sources)")[3].endswith("%")
+
+    status = stack.aictl("status")
+    assert re.search(r"eval_python_reference\s*│?\s*\d+", status.stdout), status.stdout
+    again = stack.aictl("eval", "--limit", "1", "--no-answers")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "The Python language reference is in 'eval_python_reference'" in again.stdout
+    assert "Adding" not in again.stdout
+    assert table_row(again.stdout, "Python reference, search")[4] == "1"
+    with pytest.raises(AssertionError):
+        table_row(again.stdout, "sample, chat answers (sources)")
+
+
 def test_a_second_up_is_refused(stack: RunningStack) -> None:
     result = stack.aictl("up", timeout=60)
     assert result.returncode == 1

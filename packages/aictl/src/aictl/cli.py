@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aictl.apps import StackOptions
+from aictl.evaluation import RetrievalScores
 from aictl.local import (
     SAMPLE_COLLECTION,
     LocalStack,
@@ -33,6 +35,7 @@ from aictl.local import (
     nats_problem,
     read_state,
     redact_urls,
+    sample_documents,
     stack_nats_settings,
     stop_running_stack,
 )
@@ -46,7 +49,7 @@ from aictl.serve_api import (
     replica_actors,
     summarize,
 )
-from handler_base.errors import ErrorCode, PlatformError, validate_as
+from handler_base.errors import ErrorCode, PlatformError, RequestTimeoutError, validate_as
 from handler_base.messages import (
     ChatRequest,
     ChatResponse,
@@ -649,6 +652,155 @@ async def _voice(settings: Settings, request: VoiceRequest) -> VoiceResponse:
         settings, mode="http", base_url=f"{serve_url(settings)}/voice"
     ) as client:
         return await client.voice(request)
+
+
+# --- eval --------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalRow:
+    """One line of the `aictl eval` table."""
+
+    what: str
+    scores: RetrievalScores
+    answered: int | None = None
+    """Answers that state their fact (None: the row asked no questions of the LLM)."""
+
+
+@app.command(name="eval")
+def eval_command(
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ask only the first N questions of each set (a quick check)."),
+    ] = None,
+    answers: Annotated[
+        bool,
+        typer.Option(
+            help="Also ask the sample questions through /chat and check the answers "
+            "(the LLM writes each one: seconds each on a CPU)."
+        ),
+    ] = True,
+    candidates: Annotated[
+        int, typer.Option(min=10, max=100, help="Passages each search returns (top_k).")
+    ] = 50,
+) -> None:
+    """Measure retrieval and answer quality on the running platform and print one table.
+
+    Adds the Python language reference (shipped with Python) to its own collection,
+    eval_python_reference, the first time; searches it with labelled questions; then asks
+    the sample knowledge base's questions (collection default) and checks each answer
+    for its fact. nDCG@10 and recall@10 are per document (a document ranks at its best
+    passage).
+    """
+    settings = Settings()
+    base = serve_url(settings)
+    try:
+        rows = asyncio.run(_evaluate(settings, base, limit, answers, candidates))
+    except PlatformError as exc:
+        if exc.code is ErrorCode.UNAVAILABLE:
+            raise fail(
+                f"the platform at {without_userinfo(base)} does not answer: is it running? "
+                f"(start it with `aictl up`, or set CHAT_URL to it) [{exc.message}]"
+            ) from None
+        raise fail(explain(exc, settings)) from None
+    table = Table(title="Quality", title_justify="left")
+    for column in ("set", "nDCG@10", "recall@10", "answer rate", "n"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for row in rows:
+        rate = "-" if row.answered is None else f"{row.answered / row.scores.n:.0%}"
+        table.add_row(
+            row.what, f"{row.scores.ndcg:.3f}", f"{row.scores.recall:.3f}", rate, str(row.scores.n)
+        )
+    console.print(table)
+
+
+async def _evaluate(
+    settings: Settings, base: str, limit: int | None, answers: bool, candidates: int
+) -> list[EvalRow]:
+    from aictl.evaluation import (
+        COLLECTION,
+        EVAL_SET,
+        RETRIEVAL_SET,
+        answer_contains,
+        corpus,
+        document_ranking,
+        score_rankings,
+    )
+    from handler_base.clients import ChatClient, KnowledgeClient
+    from handler_base.rag.documents import chunk_document
+
+    reference = RETRIEVAL_SET[:limit]
+    sample = EVAL_SET[:limit]
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    async with KnowledgeClient(settings, mode="http", base_url=f"{base}/chat") as knowledge:
+        present = {c.name: c.count for c in (await knowledge.collections()).collections}
+        documents = corpus()
+        chunks = sum(len(chunk_document(d)) for d in documents)
+        if present.get(COLLECTION) == chunks:
+            step(f"The Python language reference is in '{COLLECTION}' ({chunks} passages)")
+        else:
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(
+                    f"Adding the Python language reference to '{COLLECTION}'",
+                    total=len(documents),
+                )
+                for start in range(0, len(documents), 8):
+                    batch = documents[start : start + 8]
+                    await knowledge.ingest(
+                        {
+                            "collection": COLLECTION,
+                            "documents": [
+                                {"id": d.id, "text": d.text, "metadata": d.metadata} for d in batch
+                            ],
+                        }
+                    )
+                    progress.update(task, advance=len(batch))
+        if SAMPLE_COLLECTION not in present:
+            step(f"Adding the sample knowledge base to '{SAMPLE_COLLECTION}'")
+            await knowledge.ingest(
+                {"collection": SAMPLE_COLLECTION, "documents": sample_documents()}
+            )
+        for what, collection, cases in (
+            ("Python reference, search", COLLECTION, reference),
+            ("sample, search", SAMPLE_COLLECTION, sample),
+        ):
+            rankings = []
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(f"Searching: {what}", total=len(cases))
+                for case in cases:
+                    found = await knowledge.search(
+                        {"query": case.question, "collection": collection, "top_k": candidates}
+                    )
+                    rankings.append(document_ranking(found.results))
+                    progress.update(task, advance=1)
+            rows.append(EvalRow(what, score_rankings(rankings, [c.relevance for c in cases])))
+    if not answers:
+        return rows
+    rankings, answered = [], 0
+    # An answer takes seconds on a CPU, and longer while other work shares the cores.
+    patient = settings.model_copy(update={"http_timeout_s": max(settings.http_timeout_s, 600.0)})
+    async with ChatClient(patient, mode="http", base_url=f"{base}/chat") as chat:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(
+                "Asking the sample questions (the LLM writes each answer)", total=len(sample)
+            )
+            for case in sample:
+                try:
+                    answer = await chat.chat(
+                        ChatRequest(query=case.question, collection=SAMPLE_COLLECTION)
+                    )
+                except RequestTimeoutError as exc:
+                    # One slow answer (a busy CPU) should not lose the whole run.
+                    console.print(f"[yellow]No answer in time, counted as wrong:[/] {exc.message}")
+                    rankings.append([])
+                else:
+                    rankings.append(document_ranking(answer.sources))
+                    answered += answer_contains(answer.response, case.facts)
+                progress.update(task, advance=1)
+    scores = score_rankings(rankings, [c.relevance for c in sample])
+    rows.append(EvalRow("sample, chat answers (sources)", scores, answered))
+    return rows
 
 
 # --- render ------------------------------------------------------------------------------

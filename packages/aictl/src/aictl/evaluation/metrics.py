@@ -10,6 +10,9 @@ judgement requires.
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from handler_base.messages import Source
 
 
 def _first_k_documents(ranking: Sequence[str], k: int) -> list[str]:
@@ -69,3 +72,34 @@ def answer_contains(answer: str, facts: Iterable[str]) -> bool:
     """
     padded = f" {normalize_answer(answer)} "
     return any(f" {normalize_answer(fact)} " in padded for fact in facts)
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    """Mean nDCG@k and recall@k over a set of questions."""
+
+    ndcg: float
+    recall: float
+    n: int
+
+
+def score_rankings(
+    rankings: Sequence[Sequence[str]], judgements: Sequence[Mapping[str, int]], k: int = 10
+) -> RetrievalScores:
+    """The mean of each question's nDCG@k and recall@k; rankings and judgements pair up."""
+    if len(rankings) != len(judgements):
+        raise ValueError(f"{len(rankings)} rankings for {len(judgements)} questions")
+    n = len(rankings)
+    if not n:
+        return RetrievalScores(0.0, 0.0, 0)
+    pairs = list(zip(rankings, judgements, strict=True))
+    return RetrievalScores(
+        ndcg=sum(ndcg_at_k(r, j, k) for r, j in pairs) / n,
+        recall=sum(recall_at_k(r, j, k) for r, j in pairs) / n,
+        n=n,
+    )
+
+
+def document_ranking(sources: Iterable[Source]) -> list[str]:
+    """The document ids of search results, best first (a chunk's ``doc_id``)."""
+    return [str(source.metadata.get("doc_id")) for source in sources]
