@@ -349,7 +349,18 @@ async def run(base_url: str, wav: bytes, rounds: int, max_s: float) -> dict[str,
             await llm_first_sentence(client, route, messages)
         for route in stt_routes.values():
             await transcribe(client, route, wav)
+        # The cuts first: their stages are short, so they get their n even on a busy machine.
         started = time.perf_counter()
+        for round_ in range(rounds):
+            if time.perf_counter() - started > max_s * 0.3:
+                print(f"cuts: time budget spent after {round_} rounds", flush=True)
+                break
+            for way, route in llm_routes.items():
+                await prime(client, route)
+                llm_measures[way].append(await llm_first_sentence(client, route, messages))
+            for way, route in stt_routes.items():
+                stt_measures[way].append(await transcribe(client, route, wav))
+            print(f"cuts: round {round_ + 1}/{rounds} done", flush=True)
         for round_ in range(rounds):
             if time.perf_counter() - started > max_s:
                 print(f"time budget spent: stopping after {round_} rounds", flush=True)
@@ -357,12 +368,7 @@ async def run(base_url: str, wav: bytes, rounds: int, max_s: float) -> dict[str,
             for way, call in voice_ways.items():
                 await prime(client, "/llm")
                 voice_measures[way].append(await call())
-            for way, route in llm_routes.items():
-                await prime(client, route)
-                llm_measures[way].append(await llm_first_sentence(client, route, messages))
-            for way, route in stt_routes.items():
-                stt_measures[way].append(await transcribe(client, route, wav))
-            print(f"round {round_ + 1}/{rounds} done", flush=True)
+            print(f"voice: round {round_ + 1}/{rounds} done", flush=True)
     texts = {m["response"] for ms in voice_measures.values() for m in ms}
     return {
         "answer": reference["response"],
@@ -440,7 +446,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10, help="rounds (requests per way)")
     parser.add_argument("--quick", action="store_true", help="2 rounds, to try the script")
     parser.add_argument(
-        "--max-s", type=float, default=1200, help="start no round after this many seconds"
+        "--max-s",
+        type=float,
+        default=1200,
+        help="start no round after this many seconds (the cuts: 30%% of it)",
     )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.n
