@@ -325,26 +325,55 @@ def cut_summary(measures: list[Measure], keys: tuple[str, ...]) -> dict[str, Any
 
 async def run(base_url: str, wav: bytes, rounds: int, max_s: float) -> dict[str, Any]:
     from handler_base.clients import VoiceClient
+    from handler_base.testing.speech import silence_wav
 
     voice_measures: dict[str, list[Measure]] = {way: [] for way in VOICE_WAYS}
     llm_measures: dict[str, list[Measure]] = {way: [] for way in LLM_WAYS}
     stt_measures: dict[str, list[Measure]] = {way: [] for way in STT_WAYS}
+
+    def summary() -> dict[str, Any]:
+        texts = {m["response"] for ms in voice_measures.values() for m in ms}
+        return {
+            "answer": reference["response"],
+            "answer_sentences": reference["sentences"],
+            "answer_audio_s": round(reference["audio_s"], 2),
+            "answers_seen": len(texts),
+            "transcript": reference["transcript"],
+            "voice": {
+                way: voice_summary(found, streamed="stream" in way)
+                for way, found in voice_measures.items()
+                if found
+            },
+            "llm": {
+                way: cut_summary(found, ("first_token", "first_sentence"))
+                for way, found in llm_measures.items()
+            },
+            "llm_same_first_sentence_as_voice": all(
+                reference["response"].startswith(m["response"])
+                for ms in llm_measures.values()
+                for m in ms
+            ),
+            "stt": {
+                way: cut_summary(found, ("total", "model")) for way, found in stt_measures.items()
+            },
+        }
+
     async with (
         httpx.AsyncClient(base_url=base_url, timeout=600) as client,
         VoiceClient(mode="handle") as voice,
     ):
-        voice_ways: dict[str, Callable[[], Awaitable[Measure]]] = {
-            "http stream": lambda: http_stream(client, "/voice", wav),
-            "handle stream": lambda: handle_stream(voice, wav),
-            "http whole": lambda: http_whole(client, wav),
-            "http stream, clause": lambda: http_stream(client, "/voice_clause", wav),
+        voice_ways: dict[str, Callable[[bytes], Awaitable[Measure]]] = {
+            "http stream": lambda audio: http_stream(client, "/voice", audio),
+            "handle stream": lambda audio: handle_stream(voice, audio),
+            "http whole": lambda audio: http_whole(client, audio),
+            "http stream, clause": lambda audio: http_stream(client, "/voice_clause", audio),
         }
-        reference = await voice_ways["http stream"]()  # warm-up; its prompt for the LLM cut
+        reference = await voice_ways["http stream"](wav)  # warm-up; its prompt for the LLM cut
         messages = chat_messages(reference["transcript"], reference["sources"])
         llm_routes = dict(zip(LLM_WAYS, ("/llm", "/llm_nocache"), strict=True))
         stt_routes = dict(zip(STT_WAYS, ("/whisper", "/whisper_detect"), strict=True))
-        for way in VOICE_WAYS[1:]:
-            await voice_ways[way]()
+        for way in VOICE_WAYS[1:]:  # silence: no LLM answer, a cheap warm-up of each path
+            await voice_ways[way](silence_wav(1.0))
         for route in llm_routes.values():
             await llm_first_sentence(client, route, messages)
         for route in stt_routes.values():
@@ -360,37 +389,16 @@ async def run(base_url: str, wav: bytes, rounds: int, max_s: float) -> dict[str,
                 llm_measures[way].append(await llm_first_sentence(client, route, messages))
             for way, route in stt_routes.items():
                 stt_measures[way].append(await transcribe(client, route, wav))
-            print(f"cuts: round {round_ + 1}/{rounds} done", flush=True)
+        print("partial:", json.dumps(summary()), flush=True)
         for round_ in range(rounds):
             if time.perf_counter() - started > max_s:
                 print(f"time budget spent: stopping after {round_} rounds", flush=True)
                 break
             for way, call in voice_ways.items():
                 await prime(client, "/llm")
-                voice_measures[way].append(await call())
-            print(f"voice: round {round_ + 1}/{rounds} done", flush=True)
-    texts = {m["response"] for ms in voice_measures.values() for m in ms}
-    return {
-        "answer": reference["response"],
-        "answer_sentences": reference["sentences"],
-        "answer_audio_s": round(reference["audio_s"], 2),
-        "answers_seen": len(texts),
-        "transcript": reference["transcript"],
-        "voice": {
-            way: voice_summary(found, streamed="stream" in way)
-            for way, found in voice_measures.items()
-        },
-        "llm": {
-            way: cut_summary(found, ("first_token", "first_sentence"))
-            for way, found in llm_measures.items()
-        },
-        "llm_same_first_sentence_as_voice": all(
-            reference["response"].startswith(m["response"])
-            for ms in llm_measures.values()
-            for m in ms
-        ),
-        "stt": {way: cut_summary(found, ("total", "model")) for way, found in stt_measures.items()},
-    }
+                voice_measures[way].append(await call(wav))
+            print("partial:", json.dumps(summary()), flush=True)
+    return summary()
 
 
 def tables(result: dict[str, Any]) -> str:
