@@ -36,9 +36,10 @@ use_local_ray_env()
 
 
 @contextmanager
-def local_serve() -> Iterator[str]:
-    """A local Ray (2 CPUs, loopback, no dashboard) and Serve; yields Serve's HTTP base URL.
+def local_serve(num_cpus: int = 2) -> Iterator[str]:
+    """A local Ray (loopback, no dashboard) and Serve; yields Serve's HTTP base URL.
 
+    ``num_cpus``: the CPUs Ray schedules replicas on (the machine's 2 by default).
     Shuts Serve and Ray down on exit, also when the body raises.
     """
     use_local_ray_env()
@@ -46,7 +47,7 @@ def local_serve() -> Iterator[str]:
     from ray import serve
 
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield f"http://127.0.0.1:{port}"

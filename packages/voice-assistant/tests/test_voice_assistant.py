@@ -213,6 +213,12 @@ def test_the_stream_speaks_sentence_by_sentence_before_the_text_is_complete(
         assert read_wav(base64.b64decode(data["audio"])).sample_rate == data["sample_rate"]
     assert done["sources"][0]["metadata"]["doc_id"] == "zx41"
     assert done["first_audio_ms"] < done["timings_ms"]["total"]
+    # The path to the first audio, in order: stt, rag, first text, first sentence, audio.
+    t = done["timings_ms"]
+    assert t["rag"] == pytest.approx(t["embed"] + t["search"] + t["rerank"])
+    assert t["stt"] + t["rag"] < t["first_token"] <= t["first_sentence"]
+    assert t["first_sentence"] + t["first_tts"] <= t["first_audio"] == done["first_audio_ms"]
+    assert t["first_audio"] < t["total"]
 
 
 async def test_the_handle_gives_the_same_answer(stack: str, whole_answer: VoiceResponse) -> None:

@@ -204,6 +204,20 @@ class VoiceTimings(_Message):
     generate: float = 0.0
     tts: float = 0.0
     total: float = 0.0
+    embed: float | None = None
+    """Of ``rag``, the query's embedding (the chat answer's ``embed``); ``search`` and
+    ``rerank`` likewise. None where no chat answer was asked for (nothing heard)."""
+    search: float | None = None
+    rerank: float | None = None
+    first_token: float | None = None
+    """From the request to the first piece of the answer's text (the ``first_*`` keys are
+    the path to the first audio, each from the request, but ``first_tts``)."""
+    first_sentence: float | None = None
+    """From the request to the first sentence (or early clause) complete, sent to TTS."""
+    first_tts: float | None = None
+    """The synthesis of the first sentence (a duration)."""
+    first_audio: float | None = None
+    """From the request to the first sentence's audio ready in the handler."""
 
 
 class VoiceResponse(_Message):

@@ -57,10 +57,15 @@ class VoiceConfig(BaseModel):
 
     Attributes:
         voice: TTS voice of requests that name none; the TTS deployment's default when None.
-        language: Language of the questions (ISO-639-1); detected per request when None.
+        language: Language of the questions (ISO-639-1); when None, the Whisper
+            deployment's ``default_language`` (``en`` in its application), or detected.
         max_audio_s: Longest question, in seconds (raw PCM and WAV; compressed audio is
             held to the Whisper deployment's own limit).
         max_sentence_chars: Longest piece of text sent to TTS at once.
+        first_clause_chars: When set, the answer's first sentence is sent to TTS early,
+            cut after its first comma, semicolon or colon that ends at least this many
+            characters in (the rest follows as the next piece); None waits for the whole
+            first sentence.
         nothing_heard_answer: The answer to audio without speech.
     """
 
@@ -70,6 +75,7 @@ class VoiceConfig(BaseModel):
     language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")
     max_audio_s: float = Field(default=DEFAULT_MAX_AUDIO_S, gt=0)
     max_sentence_chars: int = Field(default=DEFAULT_MAX_SENTENCE_CHARS, ge=20, le=4096)
+    first_clause_chars: int | None = Field(default=None, ge=1, le=4096)
     nothing_heard_answer: str = Field(default=NOTHING_HEARD_ANSWER, min_length=1)
 
 
@@ -201,6 +207,7 @@ class VoiceAssistant:
                 said = await self._speak(0, reply, request)
             heard_nothing_ms = _ms_since(started)
             yield audio_event(said)
+            timings.update(first_tts=said.tts_ms, first_audio=heard_nothing_ms)
             timings["total"] = _ms_since(started)
             yield VoiceDoneEvent(
                 transcript=transcript,
@@ -226,12 +233,15 @@ class VoiceAssistant:
         answer: ChatResponse | None = None
         first_audio_ms: float | None = None
         tts_ms: list[float] = []
-        async with contextlib.aclosing(self._spoken_answer(chat_request, request)) as items:
+        spoken_answer = self._spoken_answer(chat_request, request, started, timings)
+        async with contextlib.aclosing(spoken_answer) as items:
             async for item in items:
                 if isinstance(item, ChatResponse):
                     answer = item
                 elif isinstance(item, _Spoken):
-                    first_audio_ms = first_audio_ms or _ms_since(started)
+                    if first_audio_ms is None:
+                        first_audio_ms = _ms_since(started)
+                        timings.update(first_tts=item.tts_ms, first_audio=first_audio_ms)
                     tts_ms.append(item.tts_ms)
                     yield audio_event(item)
                 else:
@@ -239,6 +249,7 @@ class VoiceAssistant:
         if answer is None:
             raise InternalError("the chat handler's stream ended without its answer")
         chat_ms = answer.timings_ms
+        timings.update(embed=chat_ms.embed, search=chat_ms.search, rerank=chat_ms.rerank)
         timings["rag"] = chat_ms.embed + chat_ms.search + chat_ms.rerank
         timings["generate"] = chat_ms.generate
         timings["tts"] = sum(tts_ms)
@@ -254,29 +265,43 @@ class VoiceAssistant:
         )
 
     async def _spoken_answer(
-        self, chat_request: ChatRequest, request: VoiceRequest
+        self,
+        chat_request: ChatRequest,
+        request: VoiceRequest,
+        started: float,
+        timings: dict[str, float],
     ) -> AsyncGenerator[VoiceTextEvent | _Spoken | ChatResponse, None]:
         """The chat answer as text events and spoken sentences, as they come; then the answer.
 
         Two tasks (see the module doc): the writer reads the token stream and queues the
         sentences, the speaker synthesizes them in order. Their output meets in one queue.
+        The writer marks in ``timings`` when the first text and the first sentence came
+        (``first_token``, ``first_sentence``: milliseconds since ``started``).
         """
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         queue: asyncio.Queue[VoiceTextEvent | _Spoken | BaseException | object] = asyncio.Queue()
         answers: list[ChatResponse] = []
 
         async def write() -> None:
-            splitter = SentenceSplitter(self.config.max_sentence_chars)
+            splitter = SentenceSplitter(
+                self.config.max_sentence_chars, self.config.first_clause_chars
+            )
+
+            def send(done: list[str]) -> None:
+                if done:
+                    timings.setdefault("first_sentence", _ms_since(started))
+                for sentence in done:
+                    sentences.put_nowait(sentence)
+
             async with contextlib.aclosing(self.chat.chat_stream(chat_request)) as pieces:
                 async for item in pieces:
                     if isinstance(item, ChatResponse):
                         answers.append(item)
                     elif item:
+                        timings.setdefault("first_token", _ms_since(started))
                         queue.put_nowait(VoiceTextEvent(text=item))
-                        for sentence in splitter.feed(item):
-                            sentences.put_nowait(sentence)
-            for sentence in splitter.flush():
-                sentences.put_nowait(sentence)
+                        send(splitter.feed(item))
+            send(splitter.flush())
 
         async def speak() -> None:
             index = 0
