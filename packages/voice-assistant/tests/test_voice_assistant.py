@@ -119,6 +119,49 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
             data = line.removeprefix("data: ")
 
 
+def assert_event_order(events: list[tuple[str, dict[str, Any]]]) -> None:
+    """The stream's documented order (see the README): transcript, text before the audio
+    of its sentence, audio in index order, done last."""
+    names = [name for name, _ in events]
+    assert names[0] == "transcript", names
+    assert names[-1] == "done", names
+    assert (names.count("transcript"), names.count("done")) == (1, 1), names
+    assert {"text", "audio"} <= set(names), names
+    assert names.index("text") < names.index("audio"), names
+    written = ""
+    indices = []
+    for name, data in events:
+        if name == "text":
+            written += data["text"]
+        elif name == "audio":
+            indices.append(data["index"])
+            # The sentence spoken is already written (up to the marks it does not speak).
+            assert data["text"].split()[-1].strip(".,!?;:") in written, (data["text"], written)
+    assert indices == list(range(len(indices))), indices
+    assert written == events[-1][1]["response"]
+
+
+def stream_events(
+    http: httpx.Client, audio: bytes, **params: str
+) -> list[tuple[str, dict[str, Any]]]:
+    with http.stream(
+        "POST", "/stream", content=audio, params=params, headers={"content-type": "audio/wav"}
+    ) as response:
+        assert response.status_code == 200, response.read().decode()
+        return list(sse_events(response.iter_lines()))
+
+
+def test_a_one_sentence_answer_streams_its_text_before_its_audio(http: httpx.Client) -> None:
+    # An empty collection: the chat handler answers with its one-sentence reply.
+    events = stream_events(http, question_wav(), collection="nothing_here")
+    assert_event_order(events)
+    assert [name for name, _ in events].count("audio") == 1
+    # A question that was not heard: the same order, with the not-heard reply.
+    events = stream_events(http, silence_wav(1.0))
+    assert_event_order(events)
+    assert events[-1][1]["response"] == NOTHING_HEARD_ANSWER
+
+
 def assert_error(response: httpx.Response, code: str) -> None:
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["code"] == code, response.text
@@ -189,9 +232,8 @@ def test_the_stream_speaks_sentence_by_sentence_before_the_text_is_complete(
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         events = list(sse_events(response.iter_lines()))
+    assert_event_order(events)
     names = [name for name, _ in events]
-    assert names[0] == "transcript"
-    assert names[-1] == "done"
     assert word_accuracy(QUESTION, events[0][1]["text"]) >= 0.8
     texts = [data["text"] for name, data in events if name == "text"]
     audios = [data for name, data in events if name == "audio"]
