@@ -161,13 +161,21 @@ class SpeechEngine(Protocol):
 class PiperEngine:
     """A Piper voice on onnxruntime (CPU, or CUDA when asked)."""
 
-    def __init__(self, voice: VoiceConfig, *, threads: int = 2, use_cuda: bool = False) -> None:
+    def __init__(
+        self,
+        voice: VoiceConfig,
+        *,
+        threads: int = 2,
+        use_cuda: bool = False,
+        cpu_mem_arena: bool = True,
+    ) -> None:
         """Load the voice model and its config.
 
         Args:
             voice: A ``piper`` voice.
             threads: onnxruntime intra-op threads.
             use_cuda: Run on the GPU (needs onnxruntime-gpu).
+            cpu_mem_arena: onnxruntime's CPU memory arena (see :class:`TTSArgs`).
 
         Raises:
             ModelSourceError: The model or its config is not on this machine.
@@ -187,6 +195,7 @@ class PiperEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = cpu_mem_arena
         providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         session = onnxruntime.InferenceSession(
             str(model_path), sess_options=options, providers=providers
@@ -279,6 +288,7 @@ class TextToSpeech:
         espeak: Accept any ``espeak:<voice>`` name, spoken by ``espeak-ng``.
         threads: onnxruntime threads of each Piper voice.
         use_cuda: Run Piper voices on the GPU.
+        cpu_mem_arena: onnxruntime's CPU memory arena for Piper voices (see :class:`TTSArgs`).
         espeak_binary: The ``espeak-ng`` executable; looked up on ``PATH`` when None.
 
     Raises:
@@ -296,6 +306,7 @@ class TextToSpeech:
         espeak: bool = False,
         threads: int = 2,
         use_cuda: bool = False,
+        cpu_mem_arena: bool = True,
         espeak_binary: str | None = None,
     ) -> None:
         if default_voice not in voices:
@@ -316,7 +327,9 @@ class TextToSpeech:
         self._engines: dict[str, SpeechEngine] = {}
         for name, config in configs.items():
             if config not in loaded:
-                loaded[config] = self._make_engine(config, threads=threads, use_cuda=use_cuda)
+                loaded[config] = self._make_engine(
+                    config, threads=threads, use_cuda=use_cuda, cpu_mem_arena=cpu_mem_arena
+                )
             self._engines[name] = loaded[config]
 
     @property
@@ -372,11 +385,13 @@ class TextToSpeech:
             audio=audio, sample_rate=spoken.sample_rate, format=request.response_format
         )
 
-    def _make_engine(self, config: VoiceConfig, *, threads: int, use_cuda: bool) -> SpeechEngine:
+    def _make_engine(
+        self, config: VoiceConfig, *, threads: int, use_cuda: bool, cpu_mem_arena: bool
+    ) -> SpeechEngine:
         if config.engine == "espeak":
             assert self._espeak_binary is not None
             return EspeakEngine(config.espeak_voice, self._espeak_binary)
-        return PiperEngine(config, threads=threads, use_cuda=use_cuda)
+        return PiperEngine(config, threads=threads, use_cuda=use_cuda, cpu_mem_arena=cpu_mem_arena)
 
 
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm"}
@@ -405,6 +420,7 @@ class TTSArgs(ServiceArgs):
     openai_aliases: bool = True
     espeak: bool = False
     threads: int = Field(default=2, ge=1)
+    cpu_mem_arena: bool = True
 
     @model_validator(mode="after")
     def _default_is_configured(self) -> Self:
@@ -430,6 +446,7 @@ class TTSDeployment:
             espeak=args.espeak,
             threads=args.threads,
             use_cuda=args.uses_gpu,
+            cpu_mem_arena=args.cpu_mem_arena,
         )
         # One synthesis at a time: onnxruntime already uses `threads` cores for it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
