@@ -26,6 +26,7 @@ Serve config::
 # No `from __future__ import annotations` here: FastAPI (through `serve.ingress`) must see
 # the route's body type itself, not its name, or it takes the body for a query parameter.
 
+import ctypes
 import importlib
 import json
 import logging
@@ -175,7 +176,9 @@ class PiperEngine:
             voice: A ``piper`` voice.
             threads: onnxruntime intra-op threads.
             use_cuda: Run on the GPU (needs onnxruntime-gpu).
-            cpu_mem_arena: onnxruntime's CPU memory arena (see :class:`TTSArgs`).
+            cpu_mem_arena: onnxruntime's CPU memory arena. Without it, the memory of each
+                synthesis goes back to the operating system once it is done (see
+                :class:`TTSArgs`).
 
         Raises:
             ModelSourceError: The model or its config is not on this machine.
@@ -206,6 +209,7 @@ class PiperEngine:
         self.voice = voice
         self.sample_rate: int = config.sample_rate
         self._base_length_scale = voice.length_scale or config.length_scale
+        self._trim_after = not cpu_mem_arena
 
     def synthesize(self, text: str, speed: float) -> tuple[PCM16, int]:
         """Speak ``text``; Piper speaks it sentence by sentence, joined here."""
@@ -216,9 +220,31 @@ class PiperEngine:
             noise_w_scale=self.voice.noise_w_scale,
         )
         chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, config)]
+        if self._trim_after:
+            release_free_memory()
         if not chunks:
             return np.zeros(0, dtype=np.int16), self.sample_rate
         return np.concatenate(chunks).astype(np.int16, copy=False), self.sample_rate
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free memory back to the operating system (glibc; elsewhere nothing).
+
+    glibc keeps what a process frees for its next allocations, so the buffers of one long
+    synthesis would stay resident for good.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class EspeakEngine:
@@ -421,6 +447,9 @@ class TTSArgs(ServiceArgs):
     espeak: bool = False
     threads: int = Field(default=2, ge=1)
     cpu_mem_arena: bool = True
+    """onnxruntime's CPU memory arena for Piper voices. With it, the replica keeps the
+    largest synthesis's memory for good; without it, each request's memory goes back to
+    the operating system afterwards (``malloc_trim``). See BENCHMARKS.md, "TTS memory"."""
 
     @model_validator(mode="after")
     def _default_is_configured(self) -> Self:
