@@ -133,7 +133,7 @@ async def batching(
     call_s: dict[str, list[float]] = {name: [] for name in clients}
     achieved: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
     apps = {name: client.app for name, client in clients.items()}
-    for _ in range(rounds):
+    for round_no in range(1, rounds + 1):
         for name, client in clients.items():
 
             async def call(i: int, client: EmbeddingsClient = client, name: str = name) -> None:
@@ -145,6 +145,9 @@ async def batching(
             before = await batch_stats(apps[name])
             per_round[name].append(await throughput(lambda i: lambda: call(i), callers, per_caller))
             achieved[name].append(batches_since(before, await batch_stats(apps[name])))
+        # Progress, so that a run cut short still leaves its rounds.
+        done = {name: round(texts[-1], 1) for name, texts in per_round.items()}
+        print(json.dumps({"round": round_no, "texts_per_s": done}), flush=True)
     result: dict[str, Any] = {"callers": callers, "per_caller": per_caller, "rounds": rounds}
     for name in clients:
         result[name] = {
