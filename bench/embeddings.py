@@ -17,14 +17,20 @@ then measures, with the platform's clients (:class:`EmbeddingsClient`,
    the model compute the replica reported per request, and the batch sizes each replica
    achieved (its ``stats``, read before and after).
 
+``--tune``: only part 2, over the settings in :data:`TUNE_VARIANTS` (``max_batch_size``,
+``batch_wait_timeout_s``, onnxruntime ``threads``), each its own embeddings app, all
+deployed side by side and taking turns within every round, against unbatched.
+
 Run: ``.venv/bin/python bench/embeddings.py [--requests 200] [--concurrency 32] [--rounds 5]``
-(``--quick``: a minute).
+(``--quick``: a minute; ``--tune --rounds 10``: the settings).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import platform
 import statistics
@@ -45,6 +51,22 @@ from handler_base.clients.embeddings import EmbeddingsClient
 from handler_base.clients.reranker import RerankerClient
 
 SENTENCE = "How do I configure the reranker deployment for the cpu profile?"
+# The settings --tune compares (EmbeddingsArgs fields); "shipped" is the defaults.
+# onnxruntime's inter-op threads are not among them: the session runs its graph
+# sequentially (ORT's default execution mode), and inter-op threads only serve the
+# parallel mode.
+TUNE_VARIANTS: dict[str, dict[str, Any]] = {
+    "unbatched": {"max_batch_size": 1},
+    "shipped": {},
+    "batch 8": {"max_batch_size": 8},
+    "batch 16": {"max_batch_size": 16},
+    "batch 32": {"max_batch_size": 32},
+    "wait 0.002 s": {"batch_wait_timeout_s": 0.002},
+    "wait 0.03 s": {"batch_wait_timeout_s": 0.03},
+    "1 thread": {"threads": 1},
+    "unbatched, 1 thread": {"max_batch_size": 1, "threads": 1},
+}
+
 PASSAGES = [
     "The reranker scores each passage against the query and returns them best first.",
     "Milvus stores the vectors of the knowledge base on disk.",
@@ -102,33 +124,44 @@ def batches_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
 async def batching(
     clients: dict[str, EmbeddingsClient], callers: int, per_caller: int, rounds: int
 ) -> dict[str, Any]:
-    """``rounds`` rounds of ``callers`` one-text callers, each deployment in turn."""
+    """``rounds`` rounds of ``callers`` one-text callers, each deployment in turn.
+
+    ``clients`` must hold an ``unbatched`` one: each deployment's ratio is over it.
+    """
     per_round: dict[str, list[float]] = {name: [] for name in clients}
     model_ms: dict[str, list[float]] = {name: [] for name in clients}
+    call_s: dict[str, list[float]] = {name: [] for name in clients}
     achieved: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
     apps = {name: client.app for name, client in clients.items()}
-    for _ in range(rounds):
+    for round_no in range(1, rounds + 1):
         for name, client in clients.items():
 
             async def call(i: int, client: EmbeddingsClient = client, name: str = name) -> None:
+                start = time.perf_counter()
                 answer = await client.embed_answer([f"{SENTENCE} ({i})"])
+                call_s[name].append(time.perf_counter() - start)
                 model_ms[name].append(answer.model_time_ms or 0.0)
 
             before = await batch_stats(apps[name])
             per_round[name].append(await throughput(lambda i: lambda: call(i), callers, per_caller))
             achieved[name].append(batches_since(before, await batch_stats(apps[name])))
+        # Progress, so that a run cut short still leaves its rounds.
+        done = {name: round(texts[-1], 1) for name, texts in per_round.items()}
+        print(json.dumps({"round": round_no, "texts_per_s": done}), flush=True)
     result: dict[str, Any] = {"callers": callers, "per_caller": per_caller, "rounds": rounds}
     for name in clients:
         result[name] = {
             "texts_per_s_p50": round(statistics.median(per_round[name]), 1),
+            "texts_per_s_min": round(min(per_round[name]), 1),
             "texts_per_s_rounds": [round(x, 1) for x in per_round[name]],
+            "call_ms": summarize(call_s[name], digits=1),
             "model_ms_per_request": summarize([m / 1000 for m in model_ms[name]], digits=2),
             "mean_batch_size": round(statistics.mean(a["mean_size"] for a in achieved[name]), 2),
             "max_batch_size": max(a["max_size"] for a in achieved[name]),
         }
-    result["ratio_p50"] = round(
-        result["batched"]["texts_per_s_p50"] / result["unbatched"]["texts_per_s_p50"], 2
-    )
+    unbatched = result["unbatched"]["texts_per_s_p50"]
+    for name in clients:
+        result[name]["over_unbatched"] = round(result[name]["texts_per_s_p50"] / unbatched, 2)
     return result
 
 
@@ -156,6 +189,43 @@ async def run(args: argparse.Namespace, http_url: str) -> dict[str, Any]:
             args.rounds,
         )
     return results
+
+
+async def tune(args: argparse.Namespace, apps: dict[str, str]) -> dict[str, Any]:
+    """Part 2 over the ``--tune`` variants, deployed as ``apps`` (variant to app name)."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {
+            name: await stack.enter_async_context(EmbeddingsClient(mode="handle", app_name=app))
+            for name, app in apps.items()
+        }
+        return await batching(clients, args.concurrency, args.per_caller, args.rounds)
+
+
+def tune_table(b: dict[str, Any]) -> str:
+    rows = [
+        [
+            name,
+            json.dumps(TUNE_VARIANTS[name]) if TUNE_VARIANTS[name] else "(defaults)",
+            b[name]["texts_per_s_p50"],
+            b[name]["texts_per_s_min"],
+            b[name]["over_unbatched"],
+            b[name]["mean_batch_size"],
+            b[name]["call_ms"]["p50_ms"],
+            b[name]["call_ms"]["p99_ms"],
+        ]
+        for name in TUNE_VARIANTS
+    ]
+    headers = [
+        f"{b['callers']} callers x {b['per_caller']}, n={b['rounds']} rounds",
+        "args",
+        "texts/s p50",
+        "texts/s worst round",
+        "/ unbatched",
+        "mean batch",
+        "call ms p50",
+        "call ms p99",
+    ]
+    return markdown_table(headers, rows, "llrrrrrr")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -196,7 +266,7 @@ def table(results: dict[str, Any]) -> str:
                 batching,
                 "lrrrrr",
             ),
-            f"batched / unbatched (texts/s p50): {b['ratio_p50']}",
+            f"batched / unbatched (texts/s p50): {b['batched']['over_unbatched']}",
         ]
     )
 
@@ -208,6 +278,7 @@ def main() -> None:
     parser.add_argument("--per-caller", type=int, default=8, help="calls of each caller")
     parser.add_argument("--rounds", type=int, default=5, help="batching rounds, in turns")
     parser.add_argument("--quick", action="store_true", help="tiny n: about a minute")
+    parser.add_argument("--tune", action="store_true", help="batching settings side by side")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.per_caller, args.rounds = 20, 2, 2
@@ -216,6 +287,18 @@ def main() -> None:
     from ray import serve
 
     from ray_inference import embeddings, reranker
+
+    if args.tune:
+        apps = {name: f"embeddings-tune-{i}" for i, name in enumerate(TUNE_VARIANTS)}
+        with local_serve():
+            for name, app in apps.items():
+                serve.run(
+                    embeddings.build_app(TUNE_VARIANTS[name]), name=app, route_prefix=f"/{app}"
+                )
+            tuned = asyncio.run(tune(args, apps))
+        record = {"bench": "embeddings-tune", "args": vars(args), "cpus": os.cpu_count(), **tuned}
+        print_result(record, tune_table(tuned))
+        return
 
     with local_serve() as http_url:
         serve.run(embeddings.build_app(), name="embeddings", route_prefix="/embeddings")

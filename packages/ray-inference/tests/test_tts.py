@@ -24,6 +24,7 @@ from handler_base.testing.platform import SharedApps
 from ray_inference.model_sources import resolve_model_source
 from ray_inference.tts import (
     DEFAULT_VOICE_SOURCE,
+    PiperEngine,
     TextToSpeech,
     TTSArgs,
     VoiceConfig,
@@ -119,6 +120,15 @@ def test_steady_voice_is_deterministic(tts: TextToSpeech) -> None:
     first = tts.synthesize(SpeechRequest(input="Hello there.", voice="steady"))
     second = tts.synthesize(SpeechRequest(input="Hello there.", voice="steady"))
     assert first.audio == second.audio
+
+
+def test_without_the_memory_arena_the_voice_speaks_the_same_samples(tts: TextToSpeech) -> None:
+    without = TextToSpeech({"steady": STEADY}, "steady", threads=2, cpu_mem_arena=False)
+    engine = without.engine("steady")
+    assert isinstance(engine, PiperEngine)
+    assert not engine._voice.session.get_session_options().enable_cpu_mem_arena
+    request = SpeechRequest(input="Hello there, how are you?", voice="steady")
+    assert without.synthesize(request).audio == tts.synthesize(request).audio
 
 
 def test_pcm_is_the_wav_samples_raw(tts: TextToSpeech) -> None:

@@ -28,6 +28,7 @@ Serve config::
 # No `from __future__ import annotations` here: FastAPI (through `serve.ingress`) must see
 # the route's body type itself, not its name, or it takes the body for a query parameter.
 
+import ctypes
 import importlib
 import json
 import logging
@@ -166,13 +167,23 @@ class SpeechEngine(Protocol):
 class PiperEngine:
     """A Piper voice on onnxruntime (CPU, or CUDA when asked)."""
 
-    def __init__(self, voice: VoiceConfig, *, threads: int = 2, use_cuda: bool = False) -> None:
+    def __init__(
+        self,
+        voice: VoiceConfig,
+        *,
+        threads: int = 2,
+        use_cuda: bool = False,
+        cpu_mem_arena: bool = True,
+    ) -> None:
         """Load the voice model and its config.
 
         Args:
             voice: A ``piper`` voice.
             threads: onnxruntime intra-op threads.
             use_cuda: Run on the GPU (needs onnxruntime-gpu).
+            cpu_mem_arena: onnxruntime's CPU memory arena. Without it, the memory of each
+                synthesis goes back to the operating system once it is done (see
+                :class:`TTSArgs`).
 
         Raises:
             ModelSourceError: The model or its config is not on this machine.
@@ -192,6 +203,7 @@ class PiperEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = cpu_mem_arena
         providers = ["CUDAExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         session = onnxruntime.InferenceSession(
             str(model_path), sess_options=options, providers=providers
@@ -202,6 +214,7 @@ class PiperEngine:
         self.voice = voice
         self.sample_rate: int = config.sample_rate
         self._base_length_scale = voice.length_scale or config.length_scale
+        self._trim_after = not cpu_mem_arena
 
     def synthesize(self, text: str, speed: float) -> tuple[PCM16, int]:
         """Speak ``text``; Piper speaks it sentence by sentence, joined here."""
@@ -212,9 +225,31 @@ class PiperEngine:
             noise_w_scale=self.voice.noise_w_scale,
         )
         chunks = [chunk.audio_int16_array for chunk in self._voice.synthesize(text, config)]
+        if self._trim_after:
+            release_free_memory()
         if not chunks:
             return np.zeros(0, dtype=np.int16), self.sample_rate
         return np.concatenate(chunks).astype(np.int16, copy=False), self.sample_rate
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free memory back to the operating system (glibc; elsewhere nothing).
+
+    glibc keeps what a process frees for its next allocations, so the buffers of one long
+    synthesis would stay resident for good.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class EspeakEngine:
@@ -286,6 +321,7 @@ class TextToSpeech:
         espeak: Accept any ``espeak:<voice>`` name, spoken by ``espeak-ng``.
         threads: onnxruntime threads of each Piper voice.
         use_cuda: Run Piper voices on the GPU.
+        cpu_mem_arena: onnxruntime's CPU memory arena for Piper voices (see :class:`TTSArgs`).
         espeak_binary: The ``espeak-ng`` executable; looked up on ``PATH`` when None.
 
     Raises:
@@ -303,6 +339,7 @@ class TextToSpeech:
         espeak: bool = False,
         threads: int = 2,
         use_cuda: bool = False,
+        cpu_mem_arena: bool = True,
         espeak_binary: str | None = None,
     ) -> None:
         if default_voice not in voices:
@@ -323,7 +360,9 @@ class TextToSpeech:
         self._engines: dict[str, SpeechEngine] = {}
         for name, config in configs.items():
             if config not in loaded:
-                loaded[config] = self._make_engine(config, threads=threads, use_cuda=use_cuda)
+                loaded[config] = self._make_engine(
+                    config, threads=threads, use_cuda=use_cuda, cpu_mem_arena=cpu_mem_arena
+                )
             self._engines[name] = loaded[config]
 
     @property
@@ -398,11 +437,13 @@ class TextToSpeech:
             voice=spoken.voice,
         )
 
-    def _make_engine(self, config: VoiceConfig, *, threads: int, use_cuda: bool) -> SpeechEngine:
+    def _make_engine(
+        self, config: VoiceConfig, *, threads: int, use_cuda: bool, cpu_mem_arena: bool
+    ) -> SpeechEngine:
         if config.engine == "espeak":
             assert self._espeak_binary is not None
             return EspeakEngine(config.espeak_voice, self._espeak_binary)
-        return PiperEngine(config, threads=threads, use_cuda=use_cuda)
+        return PiperEngine(config, threads=threads, use_cuda=use_cuda, cpu_mem_arena=cpu_mem_arena)
 
 
 MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm"}
@@ -431,6 +472,10 @@ class TTSArgs(ServiceArgs):
     unknown_voice: UnknownVoice = "default"
     espeak: bool = False
     threads: int = Field(default=2, ge=1)
+    cpu_mem_arena: bool = True
+    """onnxruntime's CPU memory arena for Piper voices. With it, the replica keeps the
+    largest synthesis's memory for good; without it, each request's memory goes back to
+    the operating system afterwards (``malloc_trim``). See BENCHMARKS.md, "TTS memory"."""
 
     @model_validator(mode="after")
     def _default_is_configured(self) -> Self:
@@ -456,6 +501,7 @@ class TTSDeployment:
             espeak=args.espeak,
             threads=args.threads,
             use_cuda=args.uses_gpu,
+            cpu_mem_arena=args.cpu_mem_arena,
         )
         # One synthesis at a time: onnxruntime already uses `threads` cores for it.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
