@@ -124,7 +124,7 @@ def test_steady_voice_is_deterministic(tts: TextToSpeech) -> None:
 
 def test_without_the_memory_arena_the_voice_speaks_the_same_samples(tts: TextToSpeech) -> None:
     without = TextToSpeech({"steady": STEADY}, "steady", threads=2, cpu_mem_arena=False)
-    engine = without.engine("steady")
+    _, engine = without.resolve("steady")
     assert isinstance(engine, PiperEngine)
     assert not engine._voice.session.get_session_options().enable_cpu_mem_arena
     request = SpeechRequest(input="Hello there, how are you?", voice="steady")
