@@ -169,6 +169,7 @@ async def evaluate(
     scorer: HybridScorer,
     folder: Path,
     candidates: int,
+    other_scorers: Sequence[HybridScorer] = (),
 ) -> dict[str, Any]:
     """Index ``documents`` both ways, rank every question by every method, score them."""
     from pymilvus import RRFRanker, WeightedRanker
@@ -201,6 +202,11 @@ async def evaluate(
             ):
                 head = dense[:top_k]
                 add(method, reranked(scorer, query, [s.text for s in head], document_ranking(head)))
+                for other in other_scorers:
+                    add(
+                        f"{method}, dense weight {other.dense_weight}",
+                        reranked(other, query, [s.text for s in head], document_ranking(head)),
+                    )
             rrf = fulltext.hybrid(query, vector, candidates, RRFRanker(RRF_K))
             add("store hybrid, RRF", [hit["doc_id"] for hit in rrf])
             weighted = fulltext.hybrid(query, vector, candidates, WeightedRanker(0.5, 0.5))
@@ -217,6 +223,11 @@ async def evaluate(
     for method, ranked in rankings.items():
         scores = score_rankings(ranked, judgements, K)
         methods[method] = {"ndcg@10": round(scores.ndcg, 3), "recall@10": round(scores.recall, 3)}
+        # Halves (questions 1, 3, 5... and 2, 4, 6...): pick a setting on one, read it on
+        # the other, so a weight is not chosen on the questions that report it.
+        for half, start in (("odd", 0), ("even", 1)):
+            part = score_rankings(ranked[start::2], judgements[start::2], K)
+            methods[method][f"ndcg@10 {half}"] = round(part.ndcg, 3)
     return {
         "documents": len(documents),
         "chunks": len(chunks),
@@ -228,11 +239,13 @@ async def evaluate(
 def table(result: dict[str, Any], references: bool) -> str:
     rows = [
         [method, f"{m['ndcg@10']:.3f}", f"{m['recall@10']:.3f}"]
+        + [f"{m['ndcg@10 odd']:.3f}", f"{m['ndcg@10 even']:.3f}"]
         + ([REFERENCES.get(method, "")] if references else [])
         for method, m in result["methods"].items()
     ]
-    headers = ["method", "nDCG@10", "recall@10"] + (["BEIR SciFact nDCG@10"] if references else [])
-    return markdown_table(headers, rows, "lrrl")
+    headers = ["method", "nDCG@10", "recall@10", "nDCG@10 odd questions", "even"]
+    headers += ["BEIR SciFact nDCG@10"] if references else []
+    return markdown_table(headers, rows, "lrrrrl")
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -242,8 +255,19 @@ async def run(args: argparse.Namespace) -> None:
     sample = [KnowledgeDocument.model_validate(d).to_document() for d in sample_documents()]
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
         folder = Path(tmp)
+        others = [
+            HybridScorer(encoder, dense_weight=w)  # type: ignore[arg-type]
+            for w in args.dense_weights
+        ]
         python_reference = await evaluate(
-            "python_reference", corpus(), reference_cases, encoder, scorer, folder, args.candidates
+            "python_reference",
+            corpus(),
+            reference_cases,
+            encoder,
+            scorer,
+            folder,
+            args.candidates,
+            others,
         )
         sample_kb = await evaluate(
             "sample", sample, EVAL_SET, encoder, scorer, folder, args.candidates
@@ -272,6 +296,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--candidates", type=int, default=50, help="chunks each method returns")
     parser.add_argument("--quick", action="store_true", help="the first 20 reference questions")
+    parser.add_argument(
+        "--dense-weights",
+        type=float,
+        nargs="*",
+        default=[0.7, 0.8, 0.9],
+        help="other dense shares of the reranker to compare with its default (0.5)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
