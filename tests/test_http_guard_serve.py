@@ -5,25 +5,36 @@ where the cluster starts (or ``SECRETS_DIR``); this test gives only its own repl
 variable, through ``runtime_env``, so the session's other apps stay open: a guarded chat
 app, and a guarded copy of the embeddings app under a name of its own (the chat app
 reaches the session's model apps, ``model_apps``, through handles).
+
+The answers Serve's proxy writes itself (a full queue, a path no app owns, a replica that
+dies under a request) are checked on a small app that holds requests as long as it is
+told, so that its queue can be filled and its replica killed at a known moment.
 """
 
 import asyncio
 import json
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from ray import serve
 
 from chat_handler.deployment import ChatArgs, ChatDeployment
 from handler_base.clients import EmbeddingsClient
 from handler_base.deployment import CHAT_BODY_BYTES
 from handler_base.testing.platform import SharedApps
-from handler_base.testing.ray_fixtures import LocalServe
+from handler_base.testing.ray_fixtures import LocalServe, pickle_by_value
+from handler_base.testing.soak import kill_replica
 from ray_inference import embeddings
 
 pytestmark = pytest.mark.integration
+
+pickle_by_value(sys.modules[__name__])
 
 KEYS = ("guard-key-one-5b0e93", "guard-key-two-c41d77")
 KEYED = {"Authorization": f"Bearer {KEYS[0]}"}
@@ -33,6 +44,25 @@ QUESTION = "What colour does the Q-7 lantern glow?"
 GUARDED_EMBEDDINGS = "embeddings-guarded"
 WORKING, WAITING = 2, 2
 """The guarded chat replica's admission: small, so that a burst of requests passes it."""
+
+
+HOLD_APP = "hold"
+HOLD_RETRY_AFTER_S = 3
+hold_api = FastAPI()
+
+
+@hold_api.post("/hold")
+async def hold(seconds: float, marker: str = "") -> dict[str, float]:
+    """Note the arrival in ``marker`` (a file), then answer after ``seconds``."""
+    if marker:
+        await asyncio.to_thread(Path(marker).write_text, "in")
+    await asyncio.sleep(seconds)
+    return {"held_s": seconds}
+
+
+@serve.ingress(hold_api)
+class Hold:
+    """One request at a time, one more waits in Serve's queue: the next is Serve's to shed."""
 
 
 def keyed_env() -> dict[str, Any]:
@@ -196,3 +226,76 @@ def test_the_keys_are_in_no_log_of_the_replicas_or_the_proxy(urls: str) -> None:
         text = path.read_text(errors="replace")
         for key in KEYS:
             assert key not in text, path.name
+
+
+@pytest.fixture(scope="module")
+def hold_url(serve_instance: LocalServe) -> Iterator[str]:
+    deployment = serve.deployment(Hold).options(
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1,
+        max_queued_requests=1,
+        backpressure_config={"retry_after_s": HOLD_RETRY_AFTER_S},
+    )
+    serve.run(cast(Any, deployment).bind(), name=HOLD_APP, route_prefix=f"/{HOLD_APP}")
+    try:
+        yield f"{serve_instance.http_url}/{HOLD_APP}"
+    finally:
+        serve.delete(HOLD_APP)
+
+
+async def wait_for_file(path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(path.exists):
+        assert time.monotonic() < deadline, f"no request reached the replica ({path})"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_path_no_app_owns_is_not_found_in_the_shape(urls: str) -> None:
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.get(f"{urls}/no-such-app/anything")
+    assert_error(response, 404, "not_found")
+    assert "/no-such-app/anything" in response.json()["error"]["message"]
+
+
+async def test_serve_sheds_past_its_own_queue_in_the_shape_with_retry_after(
+    hold_url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "in"
+    async with httpx.AsyncClient(base_url=hold_url, timeout=120) as client:
+        working = asyncio.create_task(
+            client.post("/hold", params={"seconds": 10, "marker": str(marker)})
+        )
+        await wait_for_file(marker)
+        waiting = asyncio.create_task(client.post("/hold", params={"seconds": 0}))
+        await asyncio.sleep(2)  # in Serve's queue, which holds one
+        shed = await client.post("/hold", params={"seconds": 0})
+        assert_error(shed, 503, "unavailable")
+        assert shed.headers["retry-after"] == str(HOLD_RETRY_AFTER_S)
+        assert "backpressure" in shed.json()["error"]["message"]  # Serve's words, kept
+        # The two it took are answered.
+        assert (await working).status_code == 200
+        assert (await waiting).json() == {"held_s": 0}
+
+
+async def test_a_request_whose_replica_dies_is_answered_in_the_shape(
+    hold_url: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "in"
+    async with httpx.AsyncClient(base_url=hold_url, timeout=120) as client:
+        doomed = asyncio.create_task(
+            client.post("/hold", params={"seconds": 60, "marker": str(marker)})
+        )
+        await wait_for_file(marker)
+        await asyncio.to_thread(kill_replica, HOLD_APP)
+        lost = await doomed
+        assert_error(lost, 500, "internal")
+        assert "stopped before it answered" in lost.json()["error"]["message"]
+        # Serve starts a new replica, which answers.
+        deadline = time.monotonic() + 180
+        while True:
+            after = await client.post("/hold", params={"seconds": 0})
+            if after.status_code == 200:
+                break
+            assert_error(after, 503, "unavailable")  # no replica yet, said in the shape
+            assert time.monotonic() < deadline, after.text
+            await asyncio.sleep(1)

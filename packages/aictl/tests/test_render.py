@@ -76,6 +76,30 @@ def test_cpu_handlers_shed_past_two_working_and_two_waiting() -> None:
             assert (bound.max_ongoing_requests, bound.max_queued_requests) == (8, 8)
 
 
+def test_the_proxys_error_hook_is_rendered_only_for_images_that_carry_it() -> None:
+    from handler_base.proxy_errors import PROXY_CALLBACK, PROXY_CALLBACK_ENV, proxy_middlewares
+
+    def node_envs(cluster: ClusterOptions) -> list[dict[str, str]]:
+        manifest = render("rayservice", StackOptions(profile="gpu"), cluster)
+        spec = manifest["spec"]["rayClusterConfig"]
+        groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+        return [
+            {e["name"]: e["value"] for e in c["env"]}
+            for g in groups
+            for c in g["template"]["spec"]["containers"]
+        ]
+
+    stock = node_envs(ClusterOptions(index=PackageIndex(url=INDEX)))
+    assert stock
+    assert all(PROXY_CALLBACK_ENV not in env for env in stock)
+    shaped = node_envs(ClusterOptions(index=PackageIndex(url=INDEX), proxy_errors_shaped=True))
+    assert [env[PROXY_CALLBACK_ENV] for env in shaped] == [PROXY_CALLBACK] * len(shaped)
+    # What Serve's proxy imports and calls from that path.
+    module, function = PROXY_CALLBACK.split(":")
+    assert function == proxy_middlewares.__name__
+    assert module == proxy_middlewares.__module__
+
+
 def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
     manifest = render(
         "rayservice",

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from aictl.apps import HEAD_RESOURCE, WORKER_RESOURCE, AppSpec, StackOptions, applications
+from handler_base.proxy_errors import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 RenderFormat = Literal["serve", "rayservice"]
 
@@ -171,6 +172,10 @@ class ClusterOptions(BaseModel):
         image: The Ray image of the head (handlers, CPU).
         gpu_image: The Ray image of the GPU workers (vLLM, CUDA runtimes).
         gpu_workers: GPU worker pods (one GPU each).
+        proxy_errors_shaped: The images carry handler-base, so every node's Serve proxy
+            loads :mod:`handler_base.proxy_errors` and answers its own errors (a full
+            queue, an unknown path, a replica that died) in the error shape. Off for
+            Ray's stock images, where the proxy could not import it and would not start.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -186,6 +191,7 @@ class ClusterOptions(BaseModel):
     image: str = f"rayproject/ray:{RAY_VERSION}-py311"
     gpu_image: str = f"rayproject/ray-llm:{RAY_VERSION}-py311-cu128"
     gpu_workers: int = Field(default=4, ge=0)
+    proxy_errors_shaped: bool = False
 
     def env_vars(self) -> dict[str, str]:
         """What every application is told about the cluster's services."""
@@ -195,6 +201,13 @@ class ClusterOptions(BaseModel):
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
         }
         return {name: value for name, value in env.items() if value is not None}
+
+    def node_env_vars(self) -> dict[str, str]:
+        """The environment of the Ray containers: :meth:`env_vars`, and the proxy's hook."""
+        env = self.env_vars()
+        if self.proxy_errors_shaped:
+            env[PROXY_CALLBACK_ENV] = PROXY_CALLBACK
+        return env
 
 
 def cluster_serve_config(
@@ -216,7 +229,7 @@ def cluster_serve_config(
 def rayservice(stack: StackOptions, cluster: ClusterOptions) -> dict[str, Any]:
     """The KubeRay RayService manifest whose ``serveConfigV2`` is :func:`serve_config`'s."""
     serve = cluster_serve_config(stack, cluster)
-    env = [{"name": key, "value": value} for key, value in cluster.env_vars().items()]
+    env = [{"name": key, "value": value} for key, value in cluster.node_env_vars().items()]
     ports = [
         {"containerPort": 6379, "name": "gcs"},
         {"containerPort": 8265, "name": "dashboard"},

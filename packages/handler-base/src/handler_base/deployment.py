@@ -116,12 +116,13 @@ class HandlerArgs(BaseModel):
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``.
 
-        The replica's guard, not Serve, should queue and shed: Serve's own 503 has a
-        plain-text body, not the error shape. So Serve lets twice the guard's working +
-        waiting requests into a replica (the second half is room for the requests the
-        guard sheds, each answered at once), and its router queues as many again: a burst
-        waits there for a moment while the router assigns it, and past that queue Serve
-        refuses. Serve's limits stay the last line, and they alone bound handle calls,
+        The replica's guard, not Serve, should queue and shed: it sheds in FIFO order and
+        at once, while Serve's own 503 (in the error shape only where the proxy has
+        :mod:`handler_base.proxy_errors`) comes after a wait in its router. So Serve
+        lets twice the guard's working + waiting requests into a replica (the second half
+        is room for the requests the guard sheds, each answered at once), and its router
+        queues as many again: a burst waits there for a moment while the router assigns
+        it, and past that queue Serve refuses. Serve's limits stay the last line, and they alone bound handle calls,
         which do not pass through the guard.
         """
         serve_limit = 2 * (self.max_ongoing_requests + self.max_queued_requests)

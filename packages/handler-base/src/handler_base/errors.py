@@ -138,6 +138,28 @@ ERROR_TYPES: dict[ErrorCode, type[PlatformError]] = {
 }
 
 
+def code_for_status(status: int) -> ErrorCode:
+    """The error code of an HTTP-like error status whose reply did not carry the shape.
+
+    The inverse of :data:`HTTP_STATUS`, widened: 408 is a timeout, 429 and 502 mean the
+    service cannot take the request now, and other statuses fall to ``invalid_request``
+    (4xx) or ``internal`` (5xx).
+    """
+    if status in (408, 504):
+        return ErrorCode.TIMEOUT
+    if status in (429, 502, 503):
+        return ErrorCode.UNAVAILABLE
+    exact = {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 413: ErrorCode.TOO_LARGE}
+    if status in exact:
+        return exact[status]
+    return ErrorCode.INVALID_REQUEST if status < 500 else ErrorCode.INTERNAL
+
+
+def error_for_status(status: int, message: str) -> PlatformError:
+    """The typed error of an HTTP error status (400 or more), see :func:`code_for_status`."""
+    return ERROR_TYPES[code_for_status(status)](message)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """Say in one line which fields of a request are wrong and why."""
     parts: list[str] = []

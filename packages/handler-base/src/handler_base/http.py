@@ -45,6 +45,7 @@ from handler_base.errors import (
     TooLargeError,
     UnauthorizedError,
     UnavailableError,
+    code_for_status,
     error_from_validation,
 )
 from handler_base.settings import Settings
@@ -52,18 +53,6 @@ from handler_base.settings import Settings
 logger = logging.getLogger(__name__)
 
 _Item = TypeVar("_Item")
-
-_CODE_OF_STATUS = {
-    400: ErrorCode.INVALID_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.INVALID_REQUEST,
-    413: ErrorCode.TOO_LARGE,
-    415: ErrorCode.INVALID_REQUEST,
-    422: ErrorCode.INVALID_REQUEST,
-    503: ErrorCode.UNAVAILABLE,
-    504: ErrorCode.TIMEOUT,
-}
 
 
 def error_response(error: PlatformError, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -108,10 +97,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _CODE_OF_STATUS.get(exc.status_code)
-        if code is None:
-            code = ErrorCode.INTERNAL if exc.status_code >= 500 else ErrorCode.INVALID_REQUEST
-        body = ErrorReply.of(code, str(exc.detail)).model_dump(mode="json")
+        body = ErrorReply.of(code_for_status(exc.status_code), str(exc.detail)).model_dump(
+            mode="json"
+        )
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)

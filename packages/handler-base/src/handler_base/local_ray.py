@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from handler_base.proxy_errors import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
 LOCAL_RAY_ENV: dict[str, str] = {
     # Ray's single-machine mode: its processes talk over loopback only.
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -25,6 +27,9 @@ LOCAL_RAY_ENV: dict[str, str] = {
     # The raylet waits 30 s for its agents to register and dies after; loaded 2-core
     # machines were seen to need more.
     "RAY_agent_register_timeout_ms": "180000",
+    # Serve's proxy writes some errors itself, as plain text; this middleware answers them
+    # in the platform's error shape (the driver's environment can import it).
+    PROXY_CALLBACK_ENV: PROXY_CALLBACK,
 }
 
 

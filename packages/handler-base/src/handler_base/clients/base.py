@@ -47,12 +47,10 @@ from pydantic import BaseModel, ValidationError
 from handler_base.errors import (
     ErrorReply,
     InternalError,
-    InvalidRequestError,
-    NotFoundError,
     PlatformError,
     RequestTimeoutError,
-    TooLargeError,
     UnavailableError,
+    error_for_status,
 )
 from handler_base.inference import MODEL_TIME_FIELD, MODEL_TIME_HEADER
 from handler_base.services import ModelService
@@ -744,21 +742,6 @@ def _detail(body: Any) -> str | None:
     if body.get("detail") is not None:
         return str(body["detail"])
     return None
-
-
-def error_for_status(status: int, message: str) -> PlatformError:
-    """The typed error of an HTTP error status (400 or more)."""
-    if status in (408, 504):
-        return RequestTimeoutError(message)
-    if status in (429, 502, 503):
-        return UnavailableError(message)
-    if status == 404:
-        return NotFoundError(message)
-    if status == 413:
-        return TooLargeError(message)
-    if status < 500:
-        return InvalidRequestError(message)
-    return InternalError(message)
 
 
 def error_from_body(body: Any) -> PlatformError | None:

@@ -51,7 +51,6 @@ from pydantic import BaseModel, ValidationError
 from handler_base.clients.base import (
     SSE_DONE,
     DeploymentNotFound,
-    error_for_status,
     error_from_body,
     serve_app_deployments,
     unreadable_answer,
@@ -61,6 +60,7 @@ from handler_base.errors import (
     InvalidRequestError,
     NotFoundError,
     PlatformError,
+    error_for_status,
 )
 from handler_base.inference import (
     MODEL_TIME_FIELD,

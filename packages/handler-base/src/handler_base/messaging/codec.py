@@ -15,12 +15,12 @@ from pydantic import BaseModel, ValidationError
 
 from handler_base.errors import (
     ERROR_TYPES,
-    HTTP_STATUS,
     ErrorCode,
     ErrorReply,
     InternalError,
     InvalidRequestError,
     PlatformError,
+    code_for_status,
     describe_validation_error,
     error_from_validation,
 )
@@ -32,8 +32,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 
 MAX_ERROR_HEADER_CHARS = 1024
 """The ``Nats-Service-Error`` header is cut to this; the body has the whole message."""
-
-_CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 
 
 def encode_model(model: BaseModel) -> bytes:
@@ -82,9 +80,7 @@ def error_code_for_status(status: str | None) -> ErrorCode:
         number = int(status or "")
     except ValueError:
         return ErrorCode.INTERNAL
-    if number in _CODE_BY_STATUS:
-        return _CODE_BY_STATUS[number]
-    return ErrorCode.INVALID_REQUEST if 400 <= number < 500 else ErrorCode.INTERNAL
+    return code_for_status(number) if number >= 400 else ErrorCode.INTERNAL
 
 
 def decode_error(data: bytes, headers: Mapping[str, str] | None) -> PlatformError:

@@ -11,8 +11,9 @@ What each request ends as:
 * **clear error**: an error in the platform's shape with its code (HTTP status and
   ``{"error": {"code", "message"}}`` body, or a NATS error reply), before the deadline.
 * **proxy 5xx**: HTTP only, a 5xx answer that is not the platform's shape: Serve's proxy
-  when the handler replica serving the request died. The proxy writes that body, not the
-  platform, so it cannot be given the platform's shape.
+  when the handler replica serving the request died, where the proxy runs without
+  :mod:`handler_base.proxy_errors` (a cluster whose images lack handler-base). With it, as
+  on a local stack, that answer is a clear error (``internal``).
 * **not accepted**: NATS only, the JetStream stream never confirmed storing the request
   before its deadline (the server was down); the requester knows it was not taken.
 * **lost**: accepted (HTTP: sent; NATS: the stream confirmed it) but neither a reply nor a
