@@ -3,11 +3,18 @@
 The scripts run as ``python bench/x.py``, so this folder is on ``sys.path`` and they import
 this module as ``_common``. Importing it sets the Ray environment defaults (before any Ray
 import of the script); Ray itself is imported only when :func:`local_serve` starts it.
+
+**Attached runs.** With :data:`ATTACH_ENV` set to a Serve URL, :func:`local_serve` starts
+nothing and yields that URL: the script runs on the Ray this process is already connected
+to, and :func:`deploy_model_app` leaves a model app of the same name that already runs
+there in place. ``tests/test_bench_scripts.py`` runs every script's ``--quick`` mode this
+way on the test session's shared model apps, so the scripts cannot rot unseen.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -18,7 +25,9 @@ from handler_base.local_ray import use_local_ray_env
 from handler_base.testing.ray_fixtures import free_port
 
 __all__ = [
+    "ATTACH_ENV",
     "Call",
+    "deploy_model_app",
     "free_port",
     "http_over_handle",
     "local_serve",
@@ -32,6 +41,9 @@ __all__ = [
 
 Call = Callable[[], Awaitable[Any]]
 
+ATTACH_ENV = "BENCH_SERVE_URL"
+"""Set to a running Serve's HTTP URL: the scripts use that Ray and Serve (see above)."""
+
 use_local_ray_env()
 
 
@@ -40,8 +52,21 @@ def local_serve(num_cpus: int = 2) -> Iterator[str]:
     """A local Ray (loopback, no dashboard) and Serve; yields Serve's HTTP base URL.
 
     ``num_cpus``: the CPUs Ray schedules replicas on (the machine's 2 by default).
-    Shuts Serve and Ray down on exit, also when the body raises.
+    Shuts Serve and Ray down on exit, also when the body raises. Attached
+    (:data:`ATTACH_ENV`): yields the running Serve's URL, and on exit deletes only the
+    apps the body added other than model apps (:func:`deploy_model_app`'s are kept).
     """
+    attached = os.environ.get(ATTACH_ENV)
+    if attached:
+        from ray import serve
+
+        before = set(serve.status().applications)
+        try:
+            yield attached.rstrip("/")
+        finally:
+            for name in set(serve.status().applications) - before - _MODEL_APPS:
+                serve.delete(name)
+        return
     use_local_ray_env()
     import ray
     from ray import serve
@@ -54,6 +79,26 @@ def local_serve(num_cpus: int = 2) -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def deploy_model_app(application: Any, name: str) -> None:
+    """Run a model ``application`` (its shipped cpu settings) as ``name`` at ``/name``.
+
+    Attached, an app of that name that already runs is kept: it is the shared copy of the
+    same model, and deploying again would only reload the model.
+    """
+    from ray import serve
+
+    _MODEL_APPS.add(name)
+    if os.environ.get(ATTACH_ENV):
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING":
+            return
+    serve.run(application, name=name, route_prefix=f"/{name}")
+
+
+_MODEL_APPS: set[str] = set()
+"""The names :func:`deploy_model_app` ran, kept when an attached run ends."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:

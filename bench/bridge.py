@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import local_serve, markdown_table, print_result, summarize, timed
+from _common import deploy_model_app, local_serve, markdown_table, print_result, summarize, timed
 from handler_base.clients import ChatClient
 from handler_base.messages import ChatRequest, ChatResponse
 from handler_base.messaging import connect, request, request_durably
@@ -110,7 +110,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--quick", action="store_true", help="-n 16, 4 in flight")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.concurrency = 16, 4
 
     from ray import serve
 
@@ -123,8 +126,8 @@ def main() -> None:
         NatsServer() as nats,
         local_serve(),
     ):
-        serve.run(build_embeddings(None), name="embeddings", route_prefix="/embeddings")
-        serve.run(build_reranker(None), name="reranker", route_prefix="/reranker")
+        deploy_model_app(build_embeddings(None), "embeddings")
+        deploy_model_app(build_reranker(None), "reranker")
         milvus = str(Path(data) / "milvus.db")
         serve.run(build_chat({"milvus_uri": milvus}), name="chat", route_prefix="/chat")
         lat = asyncio.run(latencies(nats.url, args.n))

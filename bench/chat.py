@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from _common import local_serve, markdown_table, percentile, print_result
+from _common import deploy_model_app, local_serve, markdown_table, percentile, print_result
 
 STAGES = ("embed", "search", "rerank", "generate")
 MODEL_STAGES = ("embed_model", "rerank_model", "generate_model")
@@ -294,11 +294,9 @@ def main() -> None:
     from ray_inference.reranker import build_app as build_reranker
 
     with tempfile.TemporaryDirectory() as data, local_serve() as base_url:
-        serve.run(
-            build_embeddings({"profile": "cpu"}), name="embeddings", route_prefix="/embeddings"
-        )
-        serve.run(build_reranker({"profile": "cpu"}), name="reranker", route_prefix="/reranker")
-        serve.run(build_llm({"profile": "cpu"}), name="llm", route_prefix="/llm")
+        deploy_model_app(build_embeddings({"profile": "cpu"}), "embeddings")
+        deploy_model_app(build_reranker({"profile": "cpu"}), "reranker")
+        deploy_model_app(build_llm({"profile": "cpu"}), "llm")
         milvus = str(Path(data) / "milvus.db")
         serve.run(build_chat({"milvus_uri": milvus}), name="chat", route_prefix="/chat")
         for collection, documents in ((SAMPLE_COLLECTION, sample_documents()), ("bench", corpus())):

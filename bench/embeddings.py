@@ -40,6 +40,7 @@ from typing import Any
 
 from _common import (
     Call,
+    deploy_model_app,
     http_over_handle,
     local_serve,
     markdown_table,
@@ -301,13 +302,13 @@ def main() -> None:
         return
 
     with local_serve() as http_url:
-        serve.run(embeddings.build_app(), name="embeddings", route_prefix="/embeddings")
+        deploy_model_app(embeddings.build_app(), "embeddings")
         serve.run(
             embeddings.build_app({"max_batch_size": 1}),
             name="embeddings-unbatched",
             route_prefix="/embeddings-unbatched",
         )
-        serve.run(reranker.build_app(), name="reranker", route_prefix="/reranker")
+        deploy_model_app(reranker.build_app(), "reranker")
         results = asyncio.run(run(args, http_url))
     record = {
         "bench": "embeddings",

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from nats.aio.msg import Msg
 
-from _common import local_serve, markdown_table, print_result
+from _common import deploy_model_app, local_serve, markdown_table, print_result
 from handler_base.messaging import connect, flush
 from handler_base.settings import Settings
 from handler_base.testing.nats import NatsServer
@@ -138,9 +138,7 @@ def main() -> None:
         NatsServer(jetstream=False) as nats_server,
         local_serve() as base_url,
     ):
-        serve.run(
-            build_embeddings({"profile": "cpu"}), name="embeddings", route_prefix="/embeddings"
-        )
+        deploy_model_app(build_embeddings({"profile": "cpu"}), "embeddings")
         milvus = str(Path(data) / "milvus.db")
         serve.run(build_chat({"milvus_uri": milvus}), name="chat", route_prefix="/chat")
         chunks, rates = asyncio.run(rounds(f"{base_url}/chat", nats_server.url, docs, args.rounds))

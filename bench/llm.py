@@ -25,6 +25,7 @@ import time
 from typing import Any
 
 from _common import (
+    deploy_model_app,
     http_over_handle,
     local_serve,
     markdown_table,
@@ -152,14 +153,15 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="short completions per path")
     parser.add_argument("--long-runs", type=int, default=5, help="long answers per mode/path")
     parser.add_argument("--max-tokens", type=int, default=128, help="length of the long answer")
+    parser.add_argument("--quick", action="store_true", help="-n 3, one long run of 32 tokens")
     args = parser.parse_args()
-
-    from ray import serve
+    if args.quick:
+        args.n, args.long_runs, args.max_tokens = 3, 1, 32
 
     from ray_inference.llm import build_app
 
     with local_serve() as http_url:
-        serve.run(build_app({"profile": "cpu"}), name="llm", route_prefix="/llm")
+        deploy_model_app(build_app({"profile": "cpu"}), "llm")
         result = asyncio.run(run(args, f"{http_url}/llm"))
     result["config"] = {
         "n": args.n,
@@ -171,7 +173,7 @@ def main() -> None:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
     }
-    print_result(result, table(result))
+    print_result({"bench": "llm", **result}, table(result))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import asyncio
 import json
 import platform
 import statistics
-import sys
 import time
 from importlib import metadata
 from typing import Any
@@ -219,7 +218,10 @@ if __name__ == "__main__":
     parser.add_argument("--warmup", type=int, default=300, help="requests before measuring")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant (best kept)")
-    report = asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="-n 100 after 20")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.warmup = 100, 20
+    report = asyncio.run(main(args))
     print(json.dumps(report))
     print_table(report)
-    sys.exit(0)

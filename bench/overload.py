@@ -15,7 +15,7 @@ Then one probe asks every 0.25 s until it is answered: the time to recover.
 sustainable load (``--working`` + ``--waiting`` closed-loop clients).
 
 Run: ``.venv/bin/python bench/overload.py --duration 60 [--shipped] [--loads 1 4]``;
-``--quick``: 10 s rounds.
+``--quick``: one load, 5 s rounds (to try the script).
 """
 
 import argparse
@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from _common import local_serve, markdown_table, print_result, summarize
+from _common import deploy_model_app, local_serve, markdown_table, print_result, summarize
 
 PRODUCTS = [
     ("ZX-41", "flux capacitor", "teal", 417),
@@ -137,10 +137,10 @@ def main() -> None:
     parser.add_argument(
         "--loads", type=int, nargs="+", help="times the sustainable load (1 4, 1 2 4 shipped)"
     )
-    parser.add_argument("--quick", action="store_true", help="10 s rounds")
+    parser.add_argument("--quick", action="store_true", help="one load, 5 s rounds")
     args = parser.parse_args()
     if args.quick:
-        args.duration = 10.0
+        args.duration, args.loads = 5.0, args.loads or [1]
 
     from ray import serve
 
@@ -153,11 +153,9 @@ def main() -> None:
 
     capacity = args.working + args.waiting
     with tempfile.TemporaryDirectory() as data, local_serve() as base_url:
-        serve.run(
-            build_embeddings({"profile": "cpu"}), name="embeddings", route_prefix="/embeddings"
-        )
-        serve.run(build_reranker({"profile": "cpu"}), name="reranker", route_prefix="/reranker")
-        serve.run(build_llm({"profile": "cpu"}), name="llm", route_prefix="/llm")
+        deploy_model_app(build_embeddings({"profile": "cpu"}), "embeddings")
+        deploy_model_app(build_reranker({"profile": "cpu"}), "reranker")
+        deploy_model_app(build_llm({"profile": "cpu"}), "llm")
         guarded = ChatArgs(
             num_cpus=0.1, max_ongoing_requests=args.working, max_queued_requests=args.waiting
         )

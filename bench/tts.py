@@ -24,7 +24,15 @@ import statistics
 import time
 from typing import Any
 
-from _common import http_over_handle, local_serve, markdown_table, print_result, summarize, timed
+from _common import (
+    deploy_model_app,
+    http_over_handle,
+    local_serve,
+    markdown_table,
+    print_result,
+    summarize,
+    timed,
+)
 from handler_base.clients.tts import TTSClient
 from handler_base.inference import SpeechAudio, SpeechRequest
 
@@ -160,14 +168,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="requests per latency/RTF measure")
     parser.add_argument("--paragraph-runs", type=int, default=5, help="runs of the paragraph")
+    parser.add_argument("--quick", action="store_true", help="-n 3, one paragraph run")
     args = parser.parse_args()
-
-    from ray import serve
+    if args.quick:
+        args.n, args.paragraph_runs = 3, 1
 
     from ray_inference.tts import build_app
 
     with local_serve() as http_url:
-        serve.run(build_app(), name="tts", route_prefix="/tts")
+        deploy_model_app(build_app(), "tts")
         result = asyncio.run(run(args, f"{http_url}/tts"))
     result["config"] = {
         "n": args.n,
@@ -177,7 +186,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    print_result(result, table(result))
+    print_result({"bench": "tts", **result}, table(result))
 
 
 if __name__ == "__main__":

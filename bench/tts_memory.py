@@ -14,7 +14,7 @@ the synthesis time of each variant (the replica's model time, p50 and p99), meas
 interleaved. A variant is ``NAME=JSON``: the TTS builder arguments it changes, for
 instance ``arena_off={"cpu_mem_arena": false}``.
 
-Run: ``.venv/bin/python bench/tts_memory.py --minutes 60`` (``--quick``: 3 minutes,
+Run: ``.venv/bin/python bench/tts_memory.py --minutes 60`` (``--quick``: half a minute,
 sampled every 10 s).
 """
 
@@ -212,7 +212,7 @@ def parse_variant(text: str) -> Variant:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="length of the run")
-    parser.add_argument("--quick", action="store_true", help="3 minutes, sampled every 10 s")
+    parser.add_argument("--quick", action="store_true", help="half a minute, sampled every 10 s")
     parser.add_argument("--interval-s", type=float, default=6.0, help="seconds between sentences")
     parser.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS samples")
     parser.add_argument("--report-min", type=float, default=10.0, help="minutes between curve rows")
@@ -225,7 +225,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.minutes, args.sample_s, args.report_min = 3.0, 10.0, 1.0
+        args.minutes, args.sample_s, args.report_min = 0.5, 10.0, 0.5
     variants: list[Variant] = args.variant or [Variant("shipped", {})]
 
     from ray import serve
@@ -241,7 +241,7 @@ def main() -> None:
             )
         replica_pids(variants)
         minutes = asyncio.run(load(args, http_url, variants))
-    result: dict[str, Any] = {"variants": summary(variants)}
+    result: dict[str, Any] = {"bench": "tts_memory", "variants": summary(variants)}
     result["config"] = {
         "minutes": round(minutes, 1),
         "interval_s": args.interval_s,

@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from _common import local_serve, markdown_table, percentile, print_result
+from _common import deploy_model_app, local_serve, markdown_table, percentile, print_result
 
 COLLECTION = "bench"
 CORPUS = [
@@ -75,6 +75,8 @@ QUESTION = "What is the ZX-41 flux capacitor, what does it cost and how often is
 OTHER_QUESTION = "When does the support desk open?"
 """Asked of an LLM (one token) before each measured request: see the module doc."""
 FIRST_CLAUSE_CHARS = 20
+MODEL_APPS = ("embeddings", "reranker", "llm", "whisper", "tts")
+"""The apps in their shipped settings (an attached run reuses running ones, see _common)."""
 VOICE_WAYS = ("http stream", "handle stream", "http whole", "http stream, clause")
 LLM_WAYS = ("llm, cache on", "llm, cache off")
 STT_WAYS = ("whisper, language en", "whisper, detected")
@@ -474,6 +476,7 @@ def main() -> None:
     # 3 logical CPUs: the compared second LLM, Whisper and voice apps need a slot each,
     # though only one request runs at a time (the machine has 2 cores).
     with tempfile.TemporaryDirectory() as data, local_serve(num_cpus=3) as base_url:
+        # The model apps in their shipped settings, and the compared variants beside them.
         apps = {
             "embeddings": embeddings.build_app({"profile": "cpu"}),
             "reranker": reranker.build_app({"profile": "cpu"}),
@@ -487,7 +490,10 @@ def main() -> None:
             "voice_clause": build_voice({"first_clause_chars": FIRST_CLAUSE_CHARS}),
         }
         for name, application in apps.items():
-            serve.run(application, name=name, route_prefix=f"/{name}")
+            if name in MODEL_APPS:
+                deploy_model_app(application, name)
+            else:
+                serve.run(application, name=name, route_prefix=f"/{name}")
         ingest = httpx.post(
             f"{base_url}/chat/knowledge/documents",
             json={"collection": COLLECTION, "documents": CORPUS},

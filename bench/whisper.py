@@ -26,7 +26,14 @@ import tempfile
 import time
 from typing import Any
 
-from _common import http_over_handle, local_serve, markdown_table, print_result, summarize
+from _common import (
+    deploy_model_app,
+    http_over_handle,
+    local_serve,
+    markdown_table,
+    print_result,
+    summarize,
+)
 from handler_base.clients.stt import STTClient
 from handler_base.inference import TranscriptionOptions
 from handler_base.testing.speech import read_wav, speak, word_accuracy
@@ -144,7 +151,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10, help="calls each way for handle vs HTTP")
     parser.add_argument("--rtf-runs", type=int, default=3, help="runs of each clip per model")
     parser.add_argument("--beam-size", type=int, default=5, help="beam width of both models")
+    parser.add_argument("--quick", action="store_true", help="-n 2, one run of each clip")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.rtf_runs = 2, 1
 
     from ray import serve
 
@@ -154,10 +164,8 @@ def main() -> None:
     try:
         with local_serve() as http_url:
             start = time.perf_counter()
-            serve.run(
-                build_app({"data_dir": data_dir, "beam_size": args.beam_size}),
-                name="whisper",
-                route_prefix="/whisper",
+            deploy_model_app(
+                build_app({"data_dir": data_dir, "beam_size": args.beam_size}), "whisper"
             )
             base_start_s = time.perf_counter() - start
             serve.run(
@@ -178,7 +186,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    print_result(result, table(result))
+    print_result({"bench": "whisper", **result}, table(result))
 
 
 if __name__ == "__main__":

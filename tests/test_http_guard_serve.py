@@ -230,12 +230,12 @@ def test_the_keys_are_in_no_log_of_the_replicas_or_the_proxy(urls: str) -> None:
 
 @pytest.fixture(scope="module")
 def hold_url(serve_instance: LocalServe) -> Iterator[str]:
-    deployment = serve.deployment(Hold).options(
+    deployment = serve.deployment(
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1,
         max_queued_requests=1,
         backpressure_config={"retry_after_s": HOLD_RETRY_AFTER_S},
-    )
+    )(Hold)
     serve.run(cast(Any, deployment).bind(), name=HOLD_APP, route_prefix=f"/{HOLD_APP}")
     try:
         yield f"{serve_instance.http_url}/{HOLD_APP}"

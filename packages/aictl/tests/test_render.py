@@ -1,9 +1,12 @@
 """The one description of the applications, rendered for one machine and for a cluster.
 
 Both forms are checked with Ray's own ServeDeploySchema; the RayService also with the
-KubeRay CRD schema in ../shared/kuberay (a data file of the kuberay project, read in place).
+KubeRay CRD schema in ../shared/kuberay (a data file of the kuberay project, read in place,
+never copied into the repository: see :func:`kuberay_crd` for where it is looked for).
 """
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,33 @@ from aictl.render import (
 from ray_inference.catalog import MODEL_APPS as MODEL_SPECS
 
 MODEL_APPS = tuple(spec.name for spec in MODEL_SPECS)
-CRD = Path(__file__).resolve().parents[3].parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
+REPO = Path(__file__).resolve().parents[3]
+CRD_IN_SHARED = Path("shared") / "kuberay" / "ray.io_rayservices.yaml"
+CRD_ENV = "KUBERAY_CRD"
 INDEX = "https://pypi.internal.example/simple/"
+
+
+def kuberay_crd() -> Path | None:
+    """The RayService CRD: ``$KUBERAY_CRD``, else in ``../shared`` beside this checkout or
+    beside the one it was cloned from (CI tests a clean clone of the working repository)."""
+    if os.environ.get(CRD_ENV):
+        return Path(os.environ[CRD_ENV])
+    checkouts = [REPO]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO), "remote", "get-url", "origin"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():  # a local clone's origin is a folder
+        checkouts.append(Path(origin).resolve())
+    for checkout in checkouts:
+        if (checkout.parent / CRD_IN_SHARED).is_file():
+            return checkout.parent / CRD_IN_SHARED
+    return None
+
+
+CRD = kuberay_crd()
 
 
 def by_name(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -211,8 +239,13 @@ def test_only_named_apps_are_rendered_and_unknown_names_are_refused() -> None:
         serve_config(StackOptions(), ServeOptions(apps=("nope",)))
 
 
-@pytest.mark.skipif(not CRD.exists(), reason=f"the KubeRay CRD is not at {CRD}")
+@pytest.mark.skipif(
+    CRD is None,
+    reason=f"the KubeRay CRD is not in ../{CRD_IN_SHARED} beside this checkout or its origin "
+    f"(set {CRD_ENV})",
+)
 def test_rayservice_validates_against_the_kuberay_crd() -> None:
+    assert CRD is not None
     manifest = render("rayservice", StackOptions(profile="gpu"))
     validate_rayservice(manifest, CRD)
     broken = {**manifest, "spec": {**manifest["spec"], "serveConfigV2": 42}}

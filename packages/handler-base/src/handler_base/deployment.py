@@ -122,8 +122,8 @@ class HandlerArgs(BaseModel):
         lets twice the guard's working + waiting requests into a replica (the second half
         is room for the requests the guard sheds, each answered at once), and its router
         queues as many again: a burst waits there for a moment while the router assigns
-        it, and past that queue Serve refuses. Serve's limits stay the last line, and they alone bound handle calls,
-        which do not pass through the guard.
+        it, and past that queue Serve refuses. Serve's limits stay the last line, and
+        they alone bound handle calls, which do not pass through the guard.
         """
         serve_limit = 2 * (self.max_ongoing_requests + self.max_queued_requests)
         return {
