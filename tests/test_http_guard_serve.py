@@ -243,11 +243,18 @@ def hold_url(serve_instance: LocalServe) -> Iterator[str]:
         serve.delete(HOLD_APP)
 
 
-async def wait_for_file(path: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(path.exists):
-        assert time.monotonic() < deadline, f"no request reached the replica ({path})"
+async def holding(
+    client: httpx.AsyncClient, seconds: float, marker: Path
+) -> asyncio.Task[httpx.Response]:
+    """A request held ``seconds`` in the hold replica, once it is there (``marker`` exists)."""
+    held = asyncio.create_task(
+        client.post("/hold", params={"seconds": seconds, "marker": str(marker)})
+    )
+    deadline = time.monotonic() + 60
+    while not await asyncio.to_thread(marker.exists):
+        assert time.monotonic() < deadline, "the request never reached the replica"
         await asyncio.sleep(0.1)
+    return held
 
 
 async def test_a_path_no_app_owns_is_not_found_in_the_shape(urls: str) -> None:
@@ -260,12 +267,8 @@ async def test_a_path_no_app_owns_is_not_found_in_the_shape(urls: str) -> None:
 async def test_serve_sheds_past_its_own_queue_in_the_shape_with_retry_after(
     hold_url: str, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "in"
     async with httpx.AsyncClient(base_url=hold_url, timeout=120) as client:
-        working = asyncio.create_task(
-            client.post("/hold", params={"seconds": 10, "marker": str(marker)})
-        )
-        await wait_for_file(marker)
+        working = await holding(client, 10, tmp_path / "in")
         waiting = asyncio.create_task(client.post("/hold", params={"seconds": 0}))
         await asyncio.sleep(2)  # in Serve's queue, which holds one
         shed = await client.post("/hold", params={"seconds": 0})
@@ -280,12 +283,8 @@ async def test_serve_sheds_past_its_own_queue_in_the_shape_with_retry_after(
 async def test_a_request_whose_replica_dies_is_answered_in_the_shape(
     hold_url: str, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "in"
     async with httpx.AsyncClient(base_url=hold_url, timeout=120) as client:
-        doomed = asyncio.create_task(
-            client.post("/hold", params={"seconds": 60, "marker": str(marker)})
-        )
-        await wait_for_file(marker)
+        doomed = await holding(client, 60, tmp_path / "in")
         await asyncio.to_thread(kill_replica, HOLD_APP)
         lost = await doomed
         assert_error(lost, 500, "internal")
