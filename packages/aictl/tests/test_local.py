@@ -84,6 +84,21 @@ def test_a_taken_port_is_reported_before_anything_starts(settings: Settings) -> 
             LocalStack(settings, serve_port=port).check_free()
 
 
+def test_a_dashboard_that_never_answers_is_said_in_words_not_a_traceback(
+    settings: Settings,
+) -> None:
+    from aictl.serve_api import ServeApi
+    from handler_base.testing.ray_fixtures import free_port
+
+    stack = LocalStack(settings, dashboard_port=free_port())  # nothing listens there
+    api = ServeApi(stack.dashboard_url)
+    try:
+        with pytest.raises(RuntimeError, match=rf"dashboard at {stack.dashboard_url} did not"):
+            stack._wait_for_dashboard(api, timeout_s=0.5)
+    finally:
+        api.close()
+
+
 def test_supported_files_walks_folders_and_keeps_named_files(tmp_path: Path) -> None:
     (tmp_path / "docs" / "deep").mkdir(parents=True)
     for name in ("docs/a.md", "docs/deep/b.pdf", "docs/c.bin", "docs/deep/d.HTML", "e.txt"):

@@ -338,17 +338,23 @@ class LocalStack:
         os.environ.update(self.service_env())
         self.settings = Settings()
         self.say("Starting Ray on 127.0.0.1 (this takes up to a minute)")
-        context = init_local_ray(
-            on_retry=self.say,
-            namespace=RAY_NAMESPACE,
-            num_cpus=self.num_cpus,
-            include_dashboard=True,
-            dashboard_host=LOOPBACK,
-            dashboard_port=self.dashboard_port,
-            _node_ip_address=LOOPBACK,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        try:
+            context = init_local_ray(
+                on_retry=self.say,
+                namespace=RAY_NAMESPACE,
+                num_cpus=self.num_cpus,
+                include_dashboard=True,
+                dashboard_host=LOOPBACK,
+                dashboard_port=self.dashboard_port,
+                _node_ip_address=LOOPBACK,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:  # Ray's own errors name no common type
+            raise RuntimeError(
+                f"Ray did not start: {exc}. Its logs are under /tmp/ray/session_latest/logs; "
+                "on a busy machine, try again when it is quieter"
+            ) from exc
         self._ray_started = True
         # Another Ray on this machine may have taken the port since check_free(): talk
         # only to the dashboard this cluster reports, never to whatever has the port.
@@ -384,9 +390,13 @@ class LocalStack:
             try:
                 api.applications()
                 return
-            except Exception:
+            except Exception as exc:
                 if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(
+                        f"Ray's dashboard at {self.dashboard_url} did not answer within "
+                        f"{timeout_s:.0f} s ({exc}); Serve's config API runs in it. See "
+                        "/tmp/ray/session_latest/logs/dashboard.log"
+                    ) from exc
                 time.sleep(1.0)
 
     def ingest_sample(self, force: bool = False) -> int | None:
