@@ -16,6 +16,7 @@ dies would::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from types import TracebackType
 from typing import Self
 
 from handler_base.local_ray import LOCAL_RAY_ENV
+from handler_base.proxy_errors import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 from handler_base.testing.ray_fixtures import free_port
 
 NODE_SCRIPT = Path(__file__).with_name("ray_node.py")
@@ -145,6 +147,10 @@ class LocalCluster:
         command = [python, "-P", str(NODE_SCRIPT), *args, "--name", name, "--temp-dir", temp_dir]
         command += ["--num-cpus", str(num_cpus), "--resources", json.dumps(dict(resources or {}))]
         environment = {**os.environ, **LOCAL_RAY_ENV, **self.env, **(env or {})}
+        if not _imports(python, PROXY_CALLBACK.split(":")[0]):
+            # As on Ray's stock images: a proxy told to load a hook it cannot import
+            # would not start, so this node's proxy writes its own errors as Serve does.
+            environment.pop(PROXY_CALLBACK_ENV, None)
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command,
@@ -192,6 +198,15 @@ def uv() -> str:
     """The uv next to this Python (the workspace's), else the one on PATH."""
     found = Path(sys.executable).parent / "uv"
     return str(found) if found.exists() else shutil.which("uv") or "uv"
+
+
+@functools.cache
+def _imports(python: str, module: str) -> bool:
+    """Whether ``python`` can import ``module``."""
+    done = subprocess.run(
+        [python, "-c", f"import {module}"], capture_output=True, timeout=120, check=False
+    )
+    return done.returncode == 0
 
 
 def bare_ray_environment(path: Path, pins: Path) -> str:
