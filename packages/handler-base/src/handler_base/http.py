@@ -97,10 +97,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        body = ErrorReply.of(code_for_status(exc.status_code), str(exc.detail)).model_dump(
-            mode="json"
+        reply = ErrorReply.of(code_for_status(exc.status_code), str(exc.detail))
+        return JSONResponse(
+            reply.model_dump(mode="json"), status_code=exc.status_code, headers=exc.headers
         )
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
