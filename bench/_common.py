@@ -7,8 +7,9 @@ import of the script); Ray itself is imported only when :func:`local_serve` star
 **Attached runs.** With :data:`ATTACH_ENV` set to a Serve URL, :func:`local_serve` starts
 nothing and yields that URL: the script runs on the Ray this process is already connected
 to, and :func:`deploy_model_app` leaves a model app of the same name that already runs
-there in place. ``tests/test_bench_scripts.py`` runs every script's ``--quick`` mode this
-way on the test session's shared model apps, so the scripts cannot rot unseen.
+there in place. ``bench/quick.py`` runs every script's ``--quick`` mode this way, one
+after another on one Ray of its own (and ``tests/test_bench_scripts.py`` runs it in CI),
+so the scripts cannot rot unseen.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ Call = Callable[[], Awaitable[Any]]
 
 ATTACH_ENV = "BENCH_SERVE_URL"
 """Set to a running Serve's HTTP URL: the scripts use that Ray and Serve (see above)."""
+_MODEL_APPS: set[str] = set()
+"""The names :func:`deploy_model_app` ran, kept when an attached run ends."""
 
 use_local_ray_env()
 
@@ -95,10 +98,6 @@ def deploy_model_app(application: Any, name: str) -> None:
         if status is not None and status.status == "RUNNING":
             return
     serve.run(application, name=name, route_prefix=f"/{name}")
-
-
-_MODEL_APPS: set[str] = set()
-"""The names :func:`deploy_model_app` ran, kept when an attached run ends."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
