@@ -75,7 +75,7 @@ from handler_base.messaging.jetstream import MSG_ID_HEADER
 from handler_base.settings import Settings
 from handler_base.telemetry import setup_telemetry, span
 from pipeline_bridge.config import BridgeConfig
-from pipeline_bridge.dedup import ReplyStore, reply_key
+from pipeline_bridge.dedup import ReplyStore, next_step, reply_key
 from pipeline_bridge.routes import Route, bind_routes
 
 logger = logging.getLogger(__name__)
@@ -355,17 +355,17 @@ class Bridge:
         deadline = self._deadline(delivery.headers, delivery.msg.metadata.timestamp.timestamp())
         stored = await store.claim(key, seq)
         while stored is not None:
-            if stored.state == "done":
-                if stored.stream_seq == seq and stored.sent:
-                    return  # answered already; only the ack was lost
+            step = next_step(stored, seq, key in self._handling, self.config.ack_wait_s)
+            if step == "nothing":
+                return
+            if step == "send_stored":
                 self.stats["repeats"] += 1
                 await self._publish(reply_to, stored.data.encode(), stored.headers or None)
                 if stored.stream_seq == seq:
                     await store.mark_sent(key, stored)
                 return
-            silent_s = time.time() - stored.alive_at
-            if key not in self._handling and silent_s > self.config.ack_wait_s:
-                await store.hold(key, seq)  # its bridge died: take the work over
+            if step == "take_over":
+                await store.hold(key, seq)
                 break
             # The same request is being handled (here, or by a live bridge): wait for it.
             if time.time() >= deadline:
@@ -380,6 +380,24 @@ class Bridge:
             stored = found if found is not None else await store.claim(key, seq)
 
         self._handling.add(key)
+        try:
+            await self._handle_claimed(delivery, route, request, key, reply_to, deadline)
+        finally:
+            self._handling.discard(key)
+
+    async def _handle_claimed(
+        self,
+        delivery: Delivery,
+        route: Route,
+        request: BaseModel,
+        key: str,
+        reply_to: str,
+        deadline: float,
+    ) -> None:
+        """Call the handler for a request this bridge has claimed, then reply or retry."""
+        store = self._store
+        assert store is not None
+        seq = delivery.stream_sequence
         heartbeat = asyncio.create_task(self._keep_in_progress(delivery, key))
         outcome: BaseModel | PlatformError
         try:
@@ -394,7 +412,6 @@ class Bridge:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            self._handling.discard(key)
 
         if not isinstance(outcome, PlatformError):
             await self._reply_once(key, seq, reply_to, encode_model(outcome), None)
@@ -422,7 +439,11 @@ class Bridge:
         assert self._store is not None
         record = await self._store.finish(key, seq, data, headers)
         await self._publish(reply_to, data, headers)
-        await self._store.mark_sent(key, record)
+        try:
+            await self._store.mark_sent(key, record)
+        except nats.errors.Error as exc:
+            # The reply is out: ack anyway. Only a redelivery (the ack lost too) sends it again.
+            logger.warning("could not note the reply to message %d as sent: %s", seq, exc)
 
     async def _keep_in_progress(self, delivery: Delivery, key: str) -> None:
         """Restart the ack wait now and then, and tell the replies bucket this bridge lives."""

@@ -8,7 +8,8 @@ reply (``done``) before sending it. A repeat that finds ``done`` gets the stored
 one that finds ``pending`` waits for it, unless its bridge has not said it is still
 working for longer than the ack wait (it died): then the work is taken over. A
 redelivery of a message whose reply was already sent (its ack was lost) sends nothing
-again.
+again, and one that reaches the bridge still handling it waits for that bridge
+(:func:`next_step` decides).
 """
 
 from __future__ import annotations
@@ -49,6 +50,35 @@ class StoredReply(BaseModel):
     def encoded(self) -> bytes:
         """The record as bytes for the bucket."""
         return self.model_dump_json().encode()
+
+
+Step = Literal["nothing", "send_stored", "take_over", "wait"]
+
+
+def next_step(stored: StoredReply, stream_seq: int, handled_here: bool, ack_wait_s: float) -> Step:
+    """What a delivery of message ``stream_seq`` does about the record kept for its request.
+
+    Args:
+        stored: The record found in the bucket.
+        stream_seq: The stream message being delivered.
+        handled_here: This bridge is handling the request, or sending its reply, now.
+        ack_wait_s: The consumer's ack wait: a handling bridge says it lives more often.
+
+    Returns:
+        ``nothing`` (the reply went out for this very message; only its ack was lost),
+        ``send_stored`` (send the kept reply to this delivery's requester),
+        ``take_over`` (the bridge that claimed it fell silent: it died), or
+        ``wait`` (it is being handled or answered, here or by a live bridge). While this
+        bridge handles it, even a kept reply is waited for: it is stored before it is sent
+        and noted sent after, and sending it from here too would answer twice.
+    """
+    if handled_here:
+        return "wait"
+    if stored.state == "done":
+        return "nothing" if stored.stream_seq == stream_seq and stored.sent else "send_stored"
+    if time.time() - stored.alive_at > ack_wait_s:
+        return "take_over"
+    return "wait"
 
 
 def reply_key(subject: str, request_key: str) -> str:
