@@ -11,6 +11,9 @@ Access control is on: the chat, voice and web apps get ``API_KEYS`` in their rep
 environment (through ``runtime_env.env_vars``, fit for a test; ``aictl up`` passes it
 through the process environment, to the model apps too; the page calls only these). The
 page and its files stay open; the page asks for the key when an API answers 401.
+
+The chat app works on one HTTP request at a time with one more waiting, so that the busy
+test can fill it; the other tests ask one question at a time.
 """
 
 import json
@@ -91,8 +94,9 @@ def stack_url(
     deployed: list[str] = []
     try:
         milvus_uri = str(tmp_path_factory.mktemp("web-milvus") / "milvus.db")
+        chat_args = {"milvus_uri": milvus_uri, "max_ongoing_requests": 1, "max_queued_requests": 1}
         serve.run(
-            with_api_keys(build_chat_app({"milvus_uri": milvus_uri})),
+            with_api_keys(build_chat_app(chat_args)),
             name="chat",
             route_prefix="/chat",
         )
@@ -167,22 +171,36 @@ def test_the_longer_prefixes_still_reach_their_own_apps(stack_url: str) -> None:
 # --- in the browser -------------------------------------------------------------------
 
 
-def run_browser_script(script: str, options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run ``browser/SCRIPT`` with node and return the JSON it printed."""
+def run_browser_script(
+    script: str, stack_url: str, *, answers: int, **options: Any
+) -> dict[str, Any]:
+    """Run ``browser/SCRIPT`` with node on the page of ``stack_url``; the JSON it printed.
+
+    The script gets the page's URL, the collection, the API key and how long to wait for an
+    answer (``timeoutMs``), besides ``options``; it may take ``answers`` such waits.
+    """
+    options = {
+        "chromium": CHROMIUM,
+        "url": stack_url + "/",
+        "collection": COLLECTION,
+        "apiKey": API_KEY,
+        "timeoutMs": ANSWER_TIMEOUT_MS,
+        **options,
+    }
     if CHROMIUM is None or NODE is None:
         pytest.fail(
             "the browser test needs Debian's chromium and node: ./dev test installs them "
             "(as root or with passwordless sudo); else apt-get install chromium nodejs npm"
         )
     assert PLAYWRIGHT_CORE.is_dir(), (
-        f"npm playwright-core is not installed in {BROWSER_DIR}: run ./dev install "
+        f"npm playwright-core is not installed in {BROWSER_DIR}: run ./dev test "
         f"(or: npm install --no-package-lock --prefix {BROWSER_DIR})"
     )
     done = subprocess.run(
-        [NODE, str(BROWSER_DIR / script), json.dumps({"chromium": CHROMIUM, **options})],
+        [NODE, str(BROWSER_DIR / script), json.dumps(options)],
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=answers * ANSWER_TIMEOUT_MS / 1000 + 120,
         check=False,
     )
     assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
@@ -192,17 +210,7 @@ def run_browser_script(script: str, options: dict[str, Any], timeout_s: float) -
 
 
 def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack_url: str) -> None:
-    result = run_browser_script(
-        "chat.mjs",
-        {
-            "url": stack_url + "/",
-            "collection": COLLECTION,
-            "question": QUESTION,
-            "apiKey": API_KEY,
-            "timeoutMs": ANSWER_TIMEOUT_MS,
-        },
-        timeout_s=2 * ANSWER_TIMEOUT_MS / 1000 + 60,
-    )
+    result = run_browser_script("chat.mjs", stack_url, answers=2, question=QUESTION)
     assert result["apiKeyAfterReload"] == API_KEY
 
     refused = result["refused"]
@@ -232,16 +240,7 @@ def test_a_typed_question_streams_its_answer_and_lists_its_sources(stack_url: st
 
 def test_without_a_key_the_page_asks_for_one_then_sends_the_question_again(stack_url: str) -> None:
     result = run_browser_script(
-        "key_prompt.mjs",
-        {
-            "url": stack_url + "/",
-            "collection": COLLECTION,
-            "question": QUESTION,
-            "wrongKey": "not-the-key",
-            "apiKey": API_KEY,
-            "timeoutMs": ANSWER_TIMEOUT_MS,
-        },
-        timeout_s=ANSWER_TIMEOUT_MS / 1000 + 60,
+        "key_prompt.mjs", stack_url, answers=1, question=QUESTION, wrongKey="not-the-key"
     )
     # No key: the prompt, focused, says so; the question waits in the log.
     asked = result["asked"]
@@ -273,6 +272,34 @@ def test_without_a_key_the_page_asks_for_one_then_sends_the_question_again(stack
     assert result["problems"] == [], result["problems"]
 
 
+def test_when_the_platform_is_busy_the_page_says_so_and_asks_again(stack_url: str) -> None:
+    result = run_browser_script(
+        "busy.mjs",
+        stack_url,
+        answers=2,  # the page's, and the other callers' last ones before it
+        question=QUESTION,
+        holdQuestion="What does the QP-7 router do while its firmware updates?",
+    )
+    # Refused while the other callers filled the handler: the turn says it asks again.
+    busy = result["busy"]
+    assert busy["state"] == "busy"
+    assert busy["answer"] == "The platform is busy; asking again in 1 s…"
+    assert busy["error"] is None
+    # Asked again until there was room: the answer streamed in, with no error shown.
+    answered = result["answered"]
+    assert answered["state"] == "done", answered
+    assert "417" in answered["answer"]
+    assert answered["sources"][0]["title"] == "ZX-41 flux capacitor"
+    assert answered["error"] is None
+    retries = int(answered["data"]["busyRetries"])
+    assert retries >= 1
+    # Every refusal the page got is one of its retries.
+    assert result["httpErrors"] == [{"method": "POST", "path": "/chat", "status": 503}] * retries
+    assert set(result["fillerStatuses"]) <= {200, 503}
+    assert 200 in result["fillerStatuses"]
+    assert result["problems"] == [], result["problems"]
+
+
 @pytest.fixture(scope="module")
 def fake_microphone(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """The spoken question as the fake microphone's WAV, and the seconds to hold Talk."""
@@ -295,16 +322,7 @@ def test_push_to_talk_shows_the_transcript_and_plays_the_answer(
 ) -> None:
     wav, hold_s = fake_microphone
     result = run_browser_script(
-        "voice.mjs",
-        {
-            "url": stack_url + "/",
-            "fakeAudio": str(wav),
-            "collection": COLLECTION,
-            "apiKey": API_KEY,
-            "holdMs": round(hold_s * 1000),
-            "timeoutMs": ANSWER_TIMEOUT_MS,
-        },
-        timeout_s=2 * ANSWER_TIMEOUT_MS / 1000 + 60,
+        "voice.mjs", stack_url, answers=2, fakeAudio=str(wav), holdMs=round(hold_s * 1000)
     )
     assert result["pressedWhileRecording"] == "true"
     assert result["recordedMs"] >= hold_s * 1000

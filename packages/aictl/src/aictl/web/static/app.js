@@ -3,6 +3,8 @@
 // Plain modern JavaScript: no framework, no build step, nothing loaded from elsewhere.
 // It calls POST /chat and POST /voice/stream on its own origin (the Serve proxy). When the
 // platform answers 401 (it has API keys), the page asks for the key and sends the request again.
+// When it answers 503 with Retry-After (its queues are full), the page says so in the turn and
+// sends the request again after that many seconds, for up to BUSY_WAIT_LIMIT_S in all.
 
 const CHAT_URL = "/chat";
 const VOICE_URL = "/voice/stream";
@@ -13,6 +15,7 @@ const HOLD_MS = 350; // a press shorter than this starts recording until the nex
 const MIN_RECORDING_MS = 250;
 const MAX_RECORDING_MS = 60_000;
 const SNIPPET_CHARS = 280;
+const BUSY_WAIT_LIMIT_S = 120;
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -110,21 +113,42 @@ function authHeaders() {
 
 // --- HTTP and server-sent events ------------------------------------------------------
 
+/** The whole seconds of a response's Retry-After, or null (absent, or given as a date). */
+function retryAfterSeconds(response) {
+  const value = response.headers.get("Retry-After");
+  return value && /^\d+$/.test(value.trim()) ? Number(value) : null;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /**
- * POST and return the response; a failed request throws an ApiError. A 401 is code
- * `unauthorized`, with `keySent` saying whether a key went with it (then it was refused).
+ * POST for `turn` and return the response; a failed request throws an ApiError. A 401 is
+ * code `unauthorized`, with `keySent` saying whether a key went with it (then it was
+ * refused). A 503 with Retry-After is sent again after that wait, shown in the turn, while
+ * the waits add up to at most BUSY_WAIT_LIMIT_S; past that its error is thrown.
  */
-async function post(url, body, headers = {}) {
+async function post(url, body, turn, headers = {}) {
   const auth = authHeaders();
   let response;
-  try {
-    response = await fetch(url, {
-      method: "POST",
-      body,
-      headers: { Accept: "text/event-stream", ...auth, ...headers },
-    });
-  } catch (error) {
-    throw new ApiError("unavailable", `Could not reach ${url}: ${error.message}`);
+  for (let waitedS = 0; ; ) {
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        body,
+        headers: { Accept: "text/event-stream", ...auth, ...headers },
+      });
+    } catch (error) {
+      throw new ApiError("unavailable", `Could not reach ${url}: ${error.message}`);
+    }
+    const retryAfter = response.status === 503 ? retryAfterSeconds(response) : null;
+    if (retryAfter === null) break;
+    const waitS = Math.max(1, retryAfter); // at least a second apart, even at Retry-After: 0
+    if (waitedS + waitS > BUSY_WAIT_LIMIT_S) break;
+    await response.text(); // read to its end, not aborted
+    turn.waitBusy(waitS);
+    await sleep(waitS * 1000);
+    waitedS += waitS;
+    turn.restart();
   }
   if (!response.ok) {
     const error = await errorOfResponse(response);
@@ -242,6 +266,13 @@ class Turn {
     this.answer.removeAttribute("aria-busy");
     this.item.dataset.state = "needs-key";
     this.answerText.textContent = "Waiting for the API key…";
+  }
+
+  /** Refused as busy: say so; the request is sent again after `seconds`. */
+  waitBusy(seconds) {
+    this.item.dataset.state = "busy";
+    this.item.dataset.busyRetries = String(Number(this.item.dataset.busyRetries || 0) + 1);
+    this.answerText.textContent = `The platform is busy; asking again in ${seconds} s…`;
   }
 
   /** Send again: back to an empty answer, streaming. */
@@ -368,7 +399,7 @@ async function askTyped(question, turn = new Turn("typed", question)) {
   setBusy(true);
   try {
     const body = JSON.stringify({ query: question, collection: collection(), stream: true });
-    const response = await post(CHAT_URL, body, { "Content-Type": "application/json" });
+    const response = await post(CHAT_URL, body, turn, { "Content-Type": "application/json" });
     let finished = false;
     for await (const { event, data } of serverEvents(response)) {
       if (event === "text") turn.append(data.text);
@@ -715,7 +746,7 @@ async function askSpoken(wav, turn = newVoiceTurn()) {
     const form = new FormData();
     form.append("file", wav, "question.wav");
     form.append("collection", collection());
-    const response = await post(VOICE_URL, form);
+    const response = await post(VOICE_URL, form, turn);
     let finished = false;
     for await (const { event, data } of serverEvents(response)) {
       if (event === "transcript") {
