@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -12,12 +13,13 @@ ACK_WAIT_S = 3.0
 SEQ = 7
 
 
-def pending(silent_s: float, seq: int = SEQ) -> StoredReply:
-    return StoredReply(state="pending", stream_seq=seq, alive_at=time.time() - silent_s)
+def pending(silent_s: float, seq: int = SEQ) -> Callable[[], StoredReply]:
+    """A claim whose bridge last said it works ``silent_s`` before the test runs."""
+    return lambda: StoredReply(state="pending", stream_seq=seq, alive_at=time.time() - silent_s)
 
 
-def done(sent: bool, seq: int = SEQ) -> StoredReply:
-    return StoredReply(state="done", stream_seq=seq, data="{}", sent=sent)
+def done(sent: bool, seq: int = SEQ) -> Callable[[], StoredReply]:
+    return lambda: StoredReply(state="done", stream_seq=seq, data="{}", sent=sent)
 
 
 @pytest.mark.parametrize(
@@ -39,5 +41,5 @@ def done(sent: bool, seq: int = SEQ) -> StoredReply:
         (pending(silent_s=60), False, "take_over"),
     ],
 )
-def test_next_step(stored: StoredReply, handled_here: bool, step: Step) -> None:
-    assert next_step(stored, SEQ, handled_here, ACK_WAIT_S) == step
+def test_next_step(stored: Callable[[], StoredReply], handled_here: bool, step: Step) -> None:
+    assert next_step(stored(), SEQ, handled_here, ACK_WAIT_S) == step
