@@ -12,6 +12,7 @@ const FILLERS = 3; // one more than the handler has room for, so that it stays f
 const opts = options();
 const chatUrl = new URL("/chat", opts.url).href;
 let filling = true;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * One caller that asks again as soon as it has its answer (or, refused, 100 ms later) until
@@ -31,7 +32,7 @@ async function filler() {
     });
     await response.text();
     statuses.push(response.status);
-    if (response.status !== 200) await new Promise((resolve) => setTimeout(resolve, 100));
+    if (response.status !== 200) await sleep(100);
   }
   return statuses;
 }
@@ -46,7 +47,7 @@ try {
   await page.dispatchEvent("#collection", "change");
 
   fillers = Array.from({ length: FILLERS }, filler);
-  await new Promise((resolve) => setTimeout(resolve, 1000)); // they reach the handler
+  await sleep(1000); // they reach the handler
   await page.fill("#question", opts.question);
   await page.press("#question", "Enter");
   await page.waitForSelector("#log > .turn:last-child[data-state=busy]", { timeout: BUSY_TIMEOUT_MS });
