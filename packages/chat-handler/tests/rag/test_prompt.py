@@ -1,4 +1,14 @@
-from chat_handler.rag.prompt import PROMPT_TEMPLATE, PromptBudget, build_prompt
+import pytest
+
+from chat_handler.rag.prompt import (
+    MESSAGE_OVERHEAD_CHARS,
+    PROMPT_TEMPLATE,
+    REWRITE_INSTRUCTION,
+    PromptBudget,
+    build_prompt,
+    rewrite_prompt,
+    standalone_question,
+)
 from handler_base.messages import HistoryMessage, Source
 
 INSTRUCTIONS = PROMPT_TEMPLATE.removesuffix("{passages}")
@@ -71,3 +81,62 @@ def test_no_passages_fit_gives_an_empty_passage_list_and_the_question() -> None:
 
 def test_budget_in_characters() -> None:
     assert PromptBudget(context_tokens=2048, answer_tokens=256).prompt_chars == 5376
+
+
+# --- the follow-up rewrite ---------------------------------------------------------------
+
+
+def test_a_rewrite_prompt_holds_the_conversation_and_the_follow_up() -> None:
+    turns = [
+        HistoryMessage(role="user", content="When does the ferry to Kelvington leave?"),
+        HistoryMessage(role="assistant", content="At 8 a.m. from pier 3 [1]."),
+    ]
+    messages = rewrite_prompt("And how much is a ticket?", turns)
+    assert messages is not None
+    assert [m.role for m in messages] == ["user"]
+    content = messages[0].content
+    assert "User: When does the ferry to Kelvington leave?\nAssistant: At 8 a.m." in content
+    assert "Follow-up question: And how much is a ticket?" in content
+
+
+def test_no_history_needs_no_rewrite() -> None:
+    assert rewrite_prompt("What?", []) is None
+
+
+@pytest.mark.parametrize("query_size", [10, 1000, 4000])
+def test_the_rewrite_never_sends_more_than_the_budget(query_size: int) -> None:
+    budget = PromptBudget(context_tokens=1024, answer_tokens=128)
+    query = "q" * query_size
+    messages = rewrite_prompt(query, history(40, size=700), budget)
+    if messages is None:  # the question alone fills the budget: it is searched as it is
+        assert query_size + len(REWRITE_INSTRUCTION) > budget.prompt_chars - 200
+        return
+    content = messages[0].content
+    assert len(content) + MESSAGE_OVERHEAD_CHARS <= budget.prompt_chars
+    assert "turn 39 " in content  # the newest turn is kept, the oldest go first
+    assert "turn 0 " not in content
+
+
+def test_a_long_last_turn_is_cut_to_fit() -> None:
+    budget = PromptBudget(context_tokens=512, answer_tokens=128)
+    messages = rewrite_prompt("And its price?", history(1, size=5000), budget)
+    assert messages is not None
+    assert "User: turn 0 yyy" in messages[0].content
+    assert len(messages[0].content) + MESSAGE_OVERHEAD_CHARS <= budget.prompt_chars
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (
+            "How much is a ticket for the Kelvington ferry?",
+            "How much is a ticket for the Kelvington ferry?",
+        ),
+        ('Standalone question: "What does the X7 weigh?"\n', "What does the X7 weigh?"),
+        ("\n\n  What does the X7 weigh?\nIt weighs 890 g.", "What does the X7 weigh?"),
+        ("", "And its weight?"),
+        ("x" * 1000, "And its weight?"),
+    ],
+)
+def test_the_standalone_question_is_the_replys_first_line(reply: str, expected: str) -> None:
+    assert standalone_question(reply, "And its weight?") == expected

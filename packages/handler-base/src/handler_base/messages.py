@@ -138,9 +138,13 @@ class ChatRequest(_RetrievalOptions):
 class ChatTimings(_Message):
     """Milliseconds spent in each stage of a chat answer."""
 
+    rewrite: float = 0.0
+    """Making a follow-up question standalone (0 without history)."""
     embed: float = 0.0
     search: float = 0.0
     rerank: float = 0.0
+    check: float = 0.0
+    """Asking the LLM whether the passages answer the question at all."""
     generate: float = 0.0
     total: float = 0.0
     embed_model: float | None = None
@@ -150,6 +154,10 @@ class ChatTimings(_Message):
     """Of ``rerank``, the reranker's scoring inside its replica."""
     generate_model: float | None = None
     """Of ``generate``, the LLM's generation inside its replica (prompt and decoding)."""
+    rewrite_model: float | None = None
+    """Of ``rewrite``, the LLM's generation inside its replica."""
+    check_model: float | None = None
+    """Of ``check``, the LLM's generation inside its replica."""
 
     @property
     def platform(self) -> float | None:
@@ -158,8 +166,10 @@ class ChatTimings(_Message):
         What the platform itself spent: hops, queues, the search, prompt building.
         """
         stages = (
+            (self.rewrite, self.rewrite_model),
             (self.embed, self.embed_model),
             (self.rerank, self.rerank_model),
+            (self.check, self.check_model),
             (self.generate, self.generate_model),
         )
         if any(spent > 0 and model is None for spent, model in stages):
@@ -174,6 +184,8 @@ class ChatResponse(_Message):
     sources: list[Source] = Field(default_factory=list)
     request_id: str | None = None
     timings_ms: ChatTimings = Field(default_factory=ChatTimings)
+    rewritten_query: str | None = None
+    """The standalone question retrieval searched for, when a follow-up was rewritten."""
 
 
 class VoiceRequest(_RetrievalOptions):

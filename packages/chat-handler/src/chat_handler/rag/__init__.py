@@ -1,7 +1,9 @@
 """Retrieval-augmented generation: the pipeline and its prompt."""
 
+from chat_handler.rag.grounding import AnswerGuard
 from chat_handler.rag.pipeline import (
     NO_SOURCES_ANSWER,
+    NOT_FOUND_ANSWER,
     RERANKED_KEY,
     RAGConfig,
     RAGPipeline,
@@ -10,9 +12,11 @@ from chat_handler.rag.pipeline import (
 from chat_handler.rag.prompt import PROMPT_TEMPLATE, Prompt, PromptBudget, build_prompt
 
 __all__ = [
+    "NOT_FOUND_ANSWER",
     "NO_SOURCES_ANSWER",
     "PROMPT_TEMPLATE",
     "RERANKED_KEY",
+    "AnswerGuard",
     "Prompt",
     "PromptBudget",
     "RAGConfig",

@@ -1,5 +1,12 @@
 """The RAG pipeline: embed the question, search, rerank, prompt, generate.
 
+In order: a question with history is first rewritten by the LLM into a standalone one
+(searched and answered in place of the question; the response says so); passages below
+the relevance floor are dropped; the LLM is asked whether the passages answer the
+question at all, and on a no the answer says it was not found; the answer streams
+through a guard that drops citations of no passage and cuts an answer that loops
+(:mod:`chat_handler.rag.grounding`). Each step is a :class:`RAGConfig` switch.
+
 The chat handler runs it (the voice handler asks the chat handler). Its clients and its
 knowledge store are injected, so it runs the same through Ray handles or over HTTP,
 over Milvus or another :class:`~chat_handler.stores.KnowledgeStore`::
@@ -13,9 +20,9 @@ Degraded paths:
 
 - Reranker down (``unavailable`` or ``timeout``), or no reranker: the passages keep
   the search order, cut to ``top_n``, and each source says ``"reranked": False``.
-- No passages (an empty or missing collection, or a filter that matches nothing): the
-  answer is :attr:`RAGConfig.no_sources_answer` and the LLM is not called, so it is fast
-  and cannot make an answer up.
+- No passages (an empty or missing collection, a filter that matches nothing, or none
+  above the floor): the answer is :attr:`RAGConfig.no_sources_answer` and the LLM is not
+  called, so it is fast and cannot make an answer up.
 - LLM down: its :class:`~handler_base.errors.UnavailableError` propagates.
 - A malformed filter: :class:`~handler_base.errors.InvalidRequestError` from the search.
 """
@@ -25,16 +32,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chat_handler.rag.grounding import AnswerGuard, answerability_request, says_no
 from chat_handler.rag.prompt import (
     PASSAGES_FIELD,
     PROMPT_TEMPLATE,
     Prompt,
     PromptBudget,
     build_prompt,
+    rewrite_prompt,
+    standalone_question,
 )
 from chat_handler.stores import KnowledgeRecord, KnowledgeStore
 from handler_base.clients.embeddings import EmbeddingsClient
@@ -53,6 +64,10 @@ logger = logging.getLogger(__name__)
 NO_SOURCES_ANSWER = (
     "I found no sources in the knowledge base for this question, so I can't answer it from them."
 )
+NOT_FOUND_ANSWER = "I couldn't find the answer to that in the knowledge base."
+"""The answer when passages were found but the answerability check said they do not answer."""
+REWRITE_TOKENS = 64
+"""Tokens the follow-up rewrite may write (one question)."""
 
 RERANKED_KEY = "reranked"
 """Source metadata: True when the reranker ordered the passages, False when it could not."""
@@ -69,6 +84,16 @@ class RAGConfig(BaseModel):
             small model closest to the passages and answers a question the same way each time.
         prompt_template: The system prompt; its ``{passages}`` becomes the numbered passages.
         no_sources_answer: The answer when no passage was found.
+        not_found_answer: The answer when the passages do not answer the question (the
+            answerability check said no).
+        min_score: A relevance floor: passages scoring below it are dropped before the
+            prompt (the reranker's score where it ranked them, else the search's); None
+            keeps every passage.
+        answer_check: Ask the LLM first whether the passages answer the question at all
+            (one word; with llama.cpp's prompt cache it reuses the answer's evaluation of
+            the passages); on a no, the answer is ``not_found_answer``.
+        rewrite_follow_ups: With history, have the LLM rewrite the question into a
+            standalone one first, and search and answer that.
         chunk_size: Characters per chunk at ingest.
         chunk_overlap: Characters of whole sentences repeated between chunks at ingest.
     """
@@ -79,6 +104,10 @@ class RAGConfig(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     prompt_template: str = Field(default=PROMPT_TEMPLATE, min_length=1)
     no_sources_answer: str = Field(default=NO_SOURCES_ANSWER, min_length=1)
+    not_found_answer: str = Field(default=NOT_FOUND_ANSWER, min_length=1)
+    min_score: float | None = None
+    answer_check: bool = True
+    rewrite_follow_ups: bool = True
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
 
@@ -102,6 +131,19 @@ def model_time(timings: dict[str, float] | None, key: str, model_time_ms: float 
     """Note a stage's model compute (as the service reported it) in ``timings``."""
     if timings is not None and model_time_ms is not None:
         timings[key] = model_time_ms
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a question is answered with, decided before the answer is written.
+
+    ``prompt`` when the LLM is to write the answer, else the fixed ``answer``.
+    """
+
+    rewritten: str | None
+    sources: list[Source]
+    prompt: Prompt | None = None
+    answer: str | None = None
 
 
 class RAGPipeline:
@@ -200,6 +242,45 @@ class RAGPipeline:
             self.config.prompt_template,
         )
 
+    async def rewrite(self, request: ChatRequest, timings: dict[str, float] | None = None) -> str:
+        """The question of ``request`` made standalone from its history, by the LLM.
+
+        Returns:
+            The standalone question; the question itself when there is no history, or
+            when the question alone fills the context budget.
+        """
+        messages = rewrite_prompt(request.query, request.history, self.config.budget)
+        if messages is None:
+            return request.query
+        with span("rag.rewrite", timings=timings, key="rewrite"):
+            completion = await self.llm.chat(
+                ChatCompletionRequest(messages=messages, max_tokens=REWRITE_TOKENS, temperature=0.0)
+            )
+        model_time(timings, "rewrite_model", completion.model_time_ms)
+        return standalone_question(completion.text, request.query)
+
+    async def _plan(self, request: ChatRequest, timings: dict[str, float]) -> _Plan:
+        """Everything before the answer is written: rewrite, retrieval, the check."""
+        asked = request
+        if request.history and self.config.rewrite_follow_ups:
+            standalone = await self.rewrite(request, timings)
+            if standalone != request.query:
+                asked = request.model_copy(update={"query": standalone})
+        rewritten = asked.query if asked is not request else None
+        sources = await self.retrieve(asked, timings)
+        if self.config.min_score is not None:
+            sources = [s for s in sources if s.score >= self.config.min_score]
+        if not sources:
+            return _Plan(rewritten, [], answer=self.config.no_sources_answer)
+        prompt = self.prompt(asked, sources)
+        if self.config.answer_check:
+            with span("rag.check", timings=timings, key="check"):
+                reply = await self.llm.chat(answerability_request(prompt.messages[0], asked.query))
+            model_time(timings, "check_model", reply.model_time_ms)
+            if says_no(reply.text):
+                return _Plan(rewritten, prompt.sources, answer=self.config.not_found_answer)
+        return _Plan(rewritten, prompt.sources, prompt=prompt)
+
     def _completion(self, prompt: Prompt) -> ChatCompletionRequest:
         return ChatCompletionRequest(
             messages=prompt.messages,
@@ -215,64 +296,70 @@ class RAGPipeline:
             UnavailableError: The LLM (or the embeddings service, or Milvus) is down.
             PlatformError: What else a service raised.
         """
-        start = time.perf_counter()
-        timings: dict[str, float] = {}
-        sources = await self.retrieve(request, timings)
-        if not sources:
-            return self._response(request, self.config.no_sources_answer, [], timings, start)
-        prompt = self.prompt(request, sources)
-        with span("rag.generate", timings=timings, key="generate"):
-            completion = await self.llm.chat(self._completion(prompt))
-        model_time(timings, "generate_model", completion.model_time_ms)
-        return self._response(request, completion.text, prompt.sources, timings, start)
+        stream = self.stream(request)
+        try:
+            async for item in stream:
+                if isinstance(item, ChatResponse):
+                    return item
+        finally:
+            await stream.aclose()
+        raise AssertionError("the answer stream ended without its response")  # pragma: no cover
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | ChatResponse, None]:
         """The answer to ``request`` as it is written: text pieces, then the ChatResponse.
 
-        The ChatResponse's ``response`` is the pieces joined. Close the generator
-        (``aclose()``) when leaving early: the LLM then stops generating.
+        The ChatResponse's ``response`` is the pieces joined. The pieces pass an
+        :class:`~chat_handler.rag.grounding.AnswerGuard`: a citation of no passage is
+        dropped, and an answer that starts to loop is cut and its generation stopped.
+        Close the generator (``aclose()``) when leaving early: the LLM then stops generating.
 
         Raises:
             PlatformError: As for :meth:`answer`; before the first piece, or during.
         """
         start = time.perf_counter()
         timings: dict[str, float] = {}
-        sources = await self.retrieve(request, timings)
-        if not sources:
-            yield self.config.no_sources_answer
-            yield self._response(request, self.config.no_sources_answer, [], timings, start)
+        plan = await self._plan(request, timings)
+        if plan.prompt is None:
+            text = plan.answer or ""
+            yield text
+            yield self._response(request, text, plan, timings, start)
             return
-        prompt = self.prompt(request, sources)
-        pieces: list[str] = []
+        guard = AnswerGuard(len(plan.sources))
         # Timed by hand: a span would stay the current context across the yields.
         generate_start = time.perf_counter()
-        stream = self.llm.chat_stream(self._completion(prompt))
+        stream = self.llm.chat_stream(self._completion(plan.prompt))
         try:
             async for chunk in stream:
                 # The last chunk carries the replica's generation time.
                 model_time(timings, "generate_model", chunk.model_time_ms)
                 for piece in chunk.texts:
-                    pieces.append(piece)
-                    yield piece
+                    if released := guard.feed(piece):
+                        yield released
+                if guard.stopped:
+                    logger.info("the answer repeated itself; it was cut there")
+                    break
         finally:
             await stream.aclose()
+        if rest := guard.finish():
+            yield rest
         timings["generate"] = (time.perf_counter() - generate_start) * 1000
-        yield self._response(request, "".join(pieces), prompt.sources, timings, start)
+        yield self._response(request, guard.text, plan, timings, start)
 
     @staticmethod
     def _response(
         request: ChatRequest,
         text: str,
-        sources: list[Source],
+        plan: _Plan,
         timings: dict[str, float],
         start: float,
     ) -> ChatResponse:
         total = (time.perf_counter() - start) * 1000
         return ChatResponse(
             response=text,
-            sources=sources,
+            sources=plan.sources,
             request_id=request.request_id,
             timings_ms=ChatTimings(**timings, total=total),
+            rewritten_query=plan.rewritten,
         )
 
     # --- ingesting ----------------------------------------------------------------------

@@ -28,6 +28,13 @@ PROMPT_TEMPLATE = (
 )
 """Tells the model to answer from the passages, cite them, and admit when it can't."""
 
+REWRITE_INSTRUCTION = (
+    "Rewrite the follow-up question as one standalone question that names what it refers "
+    "to, using the conversation. Do not answer it. Reply with the question only."
+)
+"""The follow-up rewrite's instruction, after the conversation and the question."""
+REWRITE_FRAME = "Conversation:\n{transcript}\n\nFollow-up question: {query}\n\n{instruction}"
+
 MESSAGE_OVERHEAD_CHARS = 16
 """Characters counted for each message's framing (a chat template adds a few tokens)."""
 
@@ -136,3 +143,50 @@ def build_prompt(
         dropped_history=len(history) - len(kept_history),
         dropped_sources=len(sources) - len(kept_sources),
     )
+
+
+def rewrite_prompt(
+    query: str, history: Sequence[HistoryMessage], budget: PromptBudget | None = None
+) -> list[ChatMessage] | None:
+    """The messages that ask the LLM to make a follow-up question standalone.
+
+    The conversation goes in one user message as a transcript (small models rewrite it
+    far more reliably than they do a chat they are part of). Within ``budget``, the
+    oldest turns are dropped first; the last one kept is cut to what is left.
+
+    Returns:
+        The messages, or None when there is no history or the question alone fills the
+        budget (then the question is searched as it is).
+    """
+    budget = budget or PromptBudget()
+    frame = REWRITE_FRAME.format(transcript="", query=query, instruction=REWRITE_INSTRUCTION)
+    room = budget.prompt_chars - len(frame) - MESSAGE_OVERHEAD_CHARS
+    turns: list[str] = []
+    for message in reversed([m for m in history if m.role != "system"]):
+        line = f"{message.role.capitalize()}: {message.content.strip()}"
+        if len(line) + 1 > room:
+            if not turns and room > MESSAGE_OVERHEAD_CHARS:
+                turns.append(line[: room - 1])
+            break
+        turns.append(line)
+        room -= len(line) + 1
+    if not turns:
+        return None
+    content = REWRITE_FRAME.format(
+        transcript="\n".join(reversed(turns)), query=query, instruction=REWRITE_INSTRUCTION
+    )
+    return [ChatMessage(role="user", content=content)]
+
+
+def standalone_question(reply: str, query: str) -> str:
+    """The rewritten question from the LLM's reply; ``query`` when the reply is unusable.
+
+    The first non-empty line, without a label ("Standalone question:") or quotes.
+    """
+    for line in reply.splitlines():
+        line = line.strip().strip('"').strip()
+        if ":" in line[:30] and line.split(":", 1)[0].lower().endswith("question"):
+            line = line.split(":", 1)[1].strip().strip('"').strip()
+        if line:
+            return line if len(line) <= max(4 * len(query), 300) else query
+    return query

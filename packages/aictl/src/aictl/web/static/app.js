@@ -16,6 +16,10 @@ const MIN_RECORDING_MS = 250;
 const MAX_RECORDING_MS = 60_000;
 const SNIPPET_CHARS = 280;
 const BUSY_WAIT_LIMIT_S = 120;
+const HISTORY_TURNS = 3; // earlier typed questions and answers sent along, for follow-ups
+
+/** The typed conversation so far: [{role, content}], oldest first, for `history`. */
+const conversation = [];
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -98,6 +102,7 @@ function loadSettings() {
   el.apiKey.addEventListener("change", () => storeApiKey(el.apiKey.value.trim()));
   el.collection.addEventListener("change", () => {
     localStorage.setItem(STORAGE.collection, collection());
+    conversation.length = 0; // another knowledge base: earlier turns are not about it
   });
   $("settings").addEventListener("submit", (event) => event.preventDefault());
 }
@@ -253,8 +258,13 @@ class Turn {
     this.scroll();
   }
 
-  finish(response, sources) {
+  finish(response, sources, rewrittenQuery) {
     if (typeof response === "string") this.answerText.textContent = response;
+    if (rewrittenQuery) {
+      // A follow-up: the question the knowledge base was searched for, in its own words.
+      const note = element("p", "rewritten", `Searched for: ${rewrittenQuery}`);
+      this.answer.append(note);
+    }
     this.showSources(sources || []);
     this.answer.removeAttribute("aria-busy");
     this.item.dataset.state = "done";
@@ -398,13 +408,23 @@ async function askTyped(question, turn = new Turn("typed", question)) {
   turn.restart();
   setBusy(true);
   try {
-    const body = JSON.stringify({ query: question, collection: collection(), stream: true });
+    const history = conversation.slice(-2 * HISTORY_TURNS);
+    const body = JSON.stringify({
+      query: question,
+      collection: collection(),
+      history,
+      stream: true,
+    });
     const response = await post(CHAT_URL, body, turn, { "Content-Type": "application/json" });
     let finished = false;
     for await (const { event, data } of serverEvents(response)) {
       if (event === "text") turn.append(data.text);
       else if (event === "done") {
-        turn.finish(data.response, data.sources);
+        turn.finish(data.response, data.sources, data.rewritten_query);
+        conversation.push(
+          { role: "user", content: question },
+          { role: "assistant", content: data.response },
+        );
         finished = true;
       } else if (event === "error") throw apiErrorOf(data, "The answer failed.");
     }
