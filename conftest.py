@@ -26,8 +26,11 @@ so that the same text gives the same samples (ray_inference's TTS tests compare 
 def model_app_descriptions(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     """The cpu profile's model apps as ``aictl up`` deploys them, for ``model_apps``.
 
-    Two arguments differ: Whisper joins its model in a folder of the session (not the
-    user's data folder), and TTS has the steady voice beside the default one.
+    Three arguments differ: Whisper joins its model in a folder of the session (not the
+    user's data folder), TTS has the steady voice beside the default one, and the LLM is
+    the smallest (SmolLM2-135M, three times faster than the default): the shared apps
+    serve tests of mechanics. Tests of answer quality deploy the default LLM themselves
+    (``chat_handler``'s ``test_answer_quality``).
     """
     from aictl.apps import applications
     from ray_inference.tts import DEFAULT_VOICE, DEFAULT_VOICE_SOURCE
@@ -35,6 +38,7 @@ def model_app_descriptions(tmp_path_factory: pytest.TempPathFactory) -> list[Any
     steady = {"source": DEFAULT_VOICE_SOURCE, "noise_scale": 0.0, "noise_w_scale": 0.0}
     overrides: dict[str, dict[str, Any]] = {
         "whisper": {"data_dir": str(tmp_path_factory.mktemp("whisper-data"))},
+        "llm": {"model": "smollm2-135m"},
         "tts": {"voices": {DEFAULT_VOICE: DEFAULT_VOICE_SOURCE, STEADY_VOICE: steady}},
     }
     return [

@@ -150,7 +150,8 @@ def test_gpu_rayservice_keeps_the_decision_records_layout() -> None:
         "num_replicas": 2,
         "num_cpus": 0.5,
         "max_ongoing_requests": 50,
-        "llm_model": "smollm2-135m-instruct",
+        # The gpu profile's model (a Qwen2.5-7B-Instruct folder), by its served name.
+        "llm_model": "qwen2.5-7b-instruct",
         **on_head,
     }
     assert apps["voice"]["args"] == {
@@ -288,6 +289,33 @@ def test_render_command_writes_the_documents(tmp_path: Path) -> None:
     assert by_name(serve)["chat"]["runtime_env"]["pip"]["packages"][1] == "chat-handler==2.0.0"
     result = runner.invoke(cli, ["render", "--profile", "tpu"])
     assert result.exit_code != 0
+
+
+def test_the_cpu_llm_is_chosen_by_name_and_an_unknown_one_is_refused() -> None:
+    runner = CliRunner()
+    default = by_name(render("serve", StackOptions(profile="cpu")))["llm"]
+    assert default["args"] == {"profile": "cpu", "model": "qwen2.5-0.5b"}
+    result = runner.invoke(cli, ["render", "--llm", "qwen2.5-1.5b"])
+    assert result.exit_code == 0, result.output
+    chosen = by_name(yaml.safe_load(result.stdout))["llm"]
+    assert chosen["args"] == {"profile": "cpu", "model": "qwen2.5-1.5b"}
+    # What is rendered is what the builder takes.
+    spec = next(spec for spec in MODEL_SPECS if spec.name == "llm")
+    assert spec.build_app(chosen["args"])._bound_deployment.name == spec.service.deployment
+    # SmolLM2 stays selectable.
+    result = runner.invoke(cli, ["render", "--llm", "smollm2-135m"])
+    assert by_name(yaml.safe_load(result.stdout))["llm"]["args"]["model"] == "smollm2-135m"
+    refused = runner.invoke(cli, ["render", "--llm", "llama-70b"])
+    assert refused.exit_code != 0
+    assert "known are smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b" in refused.output
+    # aictl up refuses it the same way, before it starts anything.
+    refused = runner.invoke(cli, ["up", "--llm", "llama-70b"])
+    assert refused.exit_code == 1
+    assert "known are smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b" in refused.output
+    # The gpu profile serves a model folder with vLLM: --llm does not apply there.
+    gpu = runner.invoke(cli, ["render", "--profile", "gpu", "--llm", "qwen2.5-1.5b"])
+    assert gpu.exit_code != 0
+    assert "cpu profile" in gpu.output
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])

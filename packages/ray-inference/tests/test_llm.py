@@ -1,8 +1,13 @@
-"""LLM: SmolLM2 on llama.cpp, the Serve deployment, its client and the official OpenAI client.
+"""LLM: the llama.cpp runner, the Serve deployment, its client and the official OpenAI client.
 
-The model runner is tested directly (no cluster); the deployment on the session's real
-local Ray cluster, over handles and HTTP. The gpu profile (vLLM through Ray Serve LLM)
-cannot run here: it is rendered and validated with Ray's own schemas.
+The model runner is tested directly (no cluster) on SmolLM2-135M, the smallest model of
+the catalog, on purpose: these tests check mechanics (template, stops, seeds, the prompt
+cache, limits, cancelling), not answer quality, and SmolLM2 runs them three times faster.
+The default model (Qwen2.5-Coder-0.5B) is joined and asked in test_llm_models.py. The
+deployment is the session's shared one on its real local Ray cluster (the model the root
+conftest gives it; its served name is read from its args), over handles and HTTP. The gpu
+profile (vLLM through Ray Serve LLM) cannot run here: it is rendered and validated with
+Ray's own schemas.
 """
 
 import asyncio
@@ -32,8 +37,6 @@ from handler_base.inference import (
 from handler_base.testing.platform import SharedApps
 from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference.llm import (
-    DEFAULT_MODEL_ID,
-    DEFAULT_MODEL_SOURCE,
     DEFAULT_SYSTEM_PROMPT,
     PROMPT_BLOCK_TOKENS,
     Finished,
@@ -44,7 +47,7 @@ from ray_inference.llm import (
     build_app,
 )
 from ray_inference.llm_gpu import GPU_BUILDER_IMPORT_PATH, gpu_application_config
-from ray_inference.model_sources import resolve_model_source
+from ray_inference.llm_models import SMOLLM2_135M
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
@@ -89,7 +92,8 @@ def test_stop_scanner_releases_held_text_at_the_end() -> None:
 
 @pytest.fixture(scope="module")
 def model() -> LlamaChatModel:
-    return LlamaChatModel(resolve_model_source(DEFAULT_MODEL_SOURCE), threads=2)
+    """SmolLM2-135M, explicitly: the runner's mechanics, on the fastest model."""
+    return LlamaChatModel(SMOLLM2_135M.gguf_path(), threads=2)
 
 
 def test_prompt_is_the_gguf_chatml_template(model: LlamaChatModel) -> None:
@@ -164,9 +168,7 @@ def test_the_prompt_cache_reuses_the_shared_system_prompt_and_keeps_the_answer(
     prompt = len(model.prepare(second).prompt_tokens)
     assert model.prompt_tokens_reused - reused >= PROMPT_BLOCK_TOKENS * 2
     assert model.prompt_tokens_evaluated - evaluated < prompt
-    uncached = LlamaChatModel(
-        resolve_model_source(DEFAULT_MODEL_SOURCE), threads=2, prompt_cache=False
-    )
+    uncached = LlamaChatModel(SMOLLM2_135M.gguf_path(), threads=2, prompt_cache=False)
     assert answer_of(list(uncached.generate(uncached.prepare(second), second))) == cached
     assert uncached.prompt_tokens_reused == 0
 
@@ -262,6 +264,12 @@ def llm_url(model_apps: SharedApps) -> str:
     return model_apps.url("llm")
 
 
+@pytest.fixture(scope="module")
+def served_id(model_apps: SharedApps) -> str:
+    """The name the shared deployment serves its model as (the model's own by default)."""
+    return LLMArgs.model_validate(model_apps.args("llm")).served_model_id
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=120) as client:
@@ -278,19 +286,19 @@ async def clients(llm_url: str) -> AsyncIterator[tuple[LLMClient, LLMClient]]:
 
 
 async def test_handle_answers_the_capital_of_france(
-    clients: tuple[LLMClient, LLMClient],
+    clients: tuple[LLMClient, LLMClient], served_id: str
 ) -> None:
     by_handle, _ = clients
     response = await by_handle.chat(request(temperature=0))
     assert "Paris" in response.text
-    assert response.model == DEFAULT_MODEL_ID
+    assert response.model == served_id
     assert response.choices[0].finish_reason == "stop"
     usage = response.usage
     assert usage.prompt_tokens > 20
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-async def test_handle_and_http_agree(clients: tuple[LLMClient, LLMClient]) -> None:
+async def test_handle_and_http_agree(clients: tuple[LLMClient, LLMClient], served_id: str) -> None:
     by_handle, by_http = clients
     req = ChatCompletionRequest.model_validate(
         {"messages": STORY, "temperature": 0, "max_tokens": 16}
@@ -299,7 +307,7 @@ async def test_handle_and_http_agree(clients: tuple[LLMClient, LLMClient]) -> No
     assert a.text == b.text
     assert a.usage == b.usage
     assert a.choices[0].finish_reason == b.choices[0].finish_reason == "length"
-    assert [m.id for m in (await by_handle.models()).data] == [DEFAULT_MODEL_ID]
+    assert [m.id for m in (await by_handle.models()).data] == [served_id]
     assert await by_handle.models() == await by_http.models()
     assert await by_http.complete(FRANCE, temperature=0) == await by_handle.complete(
         FRANCE, temperature=0
@@ -322,12 +330,12 @@ async def test_stream_gives_the_whole_answer(clients: tuple[LLMClient, LLMClient
         assert "".join([p async for p in client.stream_text(req)]) == whole.text
 
 
-async def test_openai_client_unchanged(llm_url: str) -> None:
+async def test_openai_client_unchanged(llm_url: str, served_id: str) -> None:
     client = AsyncOpenAI(base_url=f"{llm_url}/v1", api_key="unused", max_retries=0)
     try:
         models = await client.models.list()
         model = models.data[0].id
-        assert model == DEFAULT_MODEL_ID
+        assert model == served_id
         messages: Any = FRANCE
         whole = await client.chat.completions.create(
             model=model, messages=messages, temperature=0, seed=1

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler_base.deployment import HandlerArgs
 from ray_inference import llm
 from ray_inference.catalog import MODEL_APPS
+from ray_inference.llm import LLMArgs
 from ray_inference.llm_gpu import gpu_application_config
+from ray_inference.llm_models import DEFAULT_LLM_MODEL, llm_model
 from ray_inference.profiles import Profile
 from ray_inference.spec import ModelAppSpec
 
@@ -86,7 +88,10 @@ class StackOptions(BaseModel):
         profile: ``cpu`` (one machine, the packaged models) or ``gpu`` (a GPU cluster).
         milvus_uri: The knowledge base the chat handler opens (a Milvus Lite file, or a
             server URL); the settings' when None.
-        llm_model_id: The name the gpu profile serves the LLM as.
+        llm: The cpu profile's LLM, by its name in ``ray_inference.llm_models``
+            (``qwen2.5-0.5b``, ``qwen2.5-1.5b``, ``smollm2-135m``).
+        llm_model_id: The name the gpu profile serves the LLM as; the model's when None
+            (``ray_inference.llm.LLMArgs.served_model_id``).
         llm_model_source: The Hugging Face-format model folder (or configured hub id) the
             gpu profile's vLLM loads; ray_inference's default when None.
         with_web: Include the web page (``/``); by default on one machine (cpu) only.
@@ -99,11 +104,24 @@ class StackOptions(BaseModel):
 
     profile: Profile = "cpu"
     milvus_uri: str | None = None
-    llm_model_id: str = "smollm2-135m-instruct"
+    llm: str = DEFAULT_LLM_MODEL
+    llm_model_id: str | None = None
     llm_model_source: str | None = None
     with_web: bool | None = None
     with_bridge: bool = True
     layout: Layout | None = None
+
+    @field_validator("llm")
+    @classmethod
+    def _known_llm(cls, name: str) -> str:
+        llm_model(name)  # refuses an unknown name, listing the known ones
+        return name
+
+    def gpu_llm_args(self) -> LLMArgs:
+        """The gpu profile's LLM arguments (Ray Serve LLM's model and served name)."""
+        return LLMArgs(
+            profile="gpu", model_id=self.llm_model_id, model_source=self.llm_model_source
+        )
 
     @property
     def placement(self) -> Layout:
@@ -130,7 +148,7 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
         chat_args["milvus_uri"] = options.milvus_uri
     if profile == "gpu":
         # Ray Serve LLM answers only the model ids it serves.
-        chat_args["llm_model"] = options.llm_model_id
+        chat_args["llm_model"] = options.gpu_llm_args().served_model_id
     apps.append(
         AppSpec(
             name="chat",
@@ -181,19 +199,21 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
 def _model_app(spec: ModelAppSpec, options: StackOptions) -> AppSpec:
     """The application of a model spec (``ray_inference.catalog``) in ``options``."""
     if spec is llm.SPEC and options.profile == "gpu":
-        args = llm.LLMArgs(
-            profile="gpu", model_id=options.llm_model_id, model_source=options.llm_model_source
-        )
         entry = gpu_application_config(
-            args.gpu_engine_args(), name=spec.name, route_prefix=spec.route_prefix
+            options.gpu_llm_args().gpu_engine_args(),
+            name=spec.name,
+            route_prefix=spec.route_prefix,
         )
         # Ray Serve LLM's builder comes with Ray itself (ray[llm] in the GPU image).
         return AppSpec(**entry, role="model")
+    args: dict[str, Any] = {"profile": options.profile}
+    if spec is llm.SPEC:
+        args["model"] = options.llm  # the cpu profile's GGUF model, by name
     return AppSpec(
         name=spec.name,
         route_prefix=spec.route_prefix,
         import_path=spec.import_path,
-        args=options.placed({"profile": options.profile}, "model"),
+        args=options.placed(args, "model"),
         # The engines and packaged models come with the model nodes' image (the cpu
         # extra's packages, or vLLM and CUDA builds): some drag dependencies that only an
         # install with overrides avoids (see the workspace's pyproject).

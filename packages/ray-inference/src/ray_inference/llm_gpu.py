@@ -28,8 +28,12 @@ from ray_inference.profiles import DeploymentResources
 
 GPU_BUILDER_IMPORT_PATH = "ray.serve.llm:build_openai_app"
 """The Serve builder of Ray Serve LLM's OpenAI-compatible application."""
-DEFAULT_GPU_MODEL_SOURCE = "/models/SmolLM2-135M-Instruct"
-"""Where the GPU nodes keep the Hugging Face-format model (a volume or image layer)."""
+DEFAULT_GPU_MODEL_SOURCE = "/models/Qwen2.5-7B-Instruct"
+"""Where the GPU nodes keep the Hugging Face-format model (a volume or image layer):
+Qwen2.5-7B-Instruct (about 15 GB in bf16, for a GPU of 24 GB or more). Configure another
+with ``model_source`` (and ``model_id``)."""
+DEFAULT_GPU_MODEL_ID = "qwen2.5-7b-instruct"
+"""The name the default gpu model is served as."""
 GPU_MEMORY_UTILIZATION = 0.85
 """Share of the GPU's memory vLLM may take (of the 0.95 GPU the replica holds)."""
 
