@@ -15,8 +15,8 @@ answers, and the wall time of each answer (p50/p95). Quality does not depend on 
 machine's load; the times do: run alone (``uptime``) for times you will quote.
 
 Run: ``.venv/bin/python bench/answers.py --models qwen2.5-0.5b qwen2.5-1.5b
---variants plain check`` (``--limit N``: the first N questions of each kind; ``--quick``:
-SmolLM2, 2 of each kind).
+--variants plain check``, or ``--runs MODEL:VARIANT ...`` (``--limit N``: the first N
+questions of each kind; ``--quick``: the default model, 2 of each kind).
 """
 
 import argparse
@@ -63,12 +63,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["qwen2.5-0.5b", "qwen2.5-1.5b"])
     parser.add_argument("--variants", nargs="+", default=["plain", "check"])
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=None,
+        help="MODEL:VARIANT pairs, in place of every model with every variant",
+    )
     parser.add_argument("--limit", type=int, default=None, help="questions of each kind")
     parser.add_argument("--quick", action="store_true", help="SmolLM2, plain, 2 of each kind")
     parser.add_argument("--output", type=Path, default=None, help="the JSON (bench/results/)")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.variants, args.limit = ["smollm2-135m"], ["plain"], 2
+        from ray_inference.llm_models import DEFAULT_LLM_MODEL
+
+        args.runs, args.limit = [f"{DEFAULT_LLM_MODEL}:plain"], 2
+    pairs = (
+        [(run.split(":", 1)[0], run.split(":", 1)[1]) for run in args.runs]
+        if args.runs
+        else [(model, variant) for model in args.models for variant in args.variants]
+    )
 
     from ray import serve
 
@@ -83,29 +96,29 @@ def main() -> None:
         deploy_model_app(build_embeddings({"profile": "cpu"}), "embeddings")
         deploy_model_app(build_reranker({"profile": "cpu"}), "reranker")
         serve.run(build_chat({"store": "memory"}), name="chat", route_prefix="/chat")
-        for model in args.models:
-            # Not deploy_model_app: each model replaces the last under the one name.
-            serve.run(
-                build_llm({"profile": "cpu", "model": model}), name="llm", route_prefix="/llm"
+        deployed = None
+        for model, variant in pairs:
+            if model != deployed:
+                llm = build_llm({"profile": "cpu", "model": model})
+                if deployed is None:
+                    deploy_model_app(llm, "llm")  # attached (bench/quick.py): the shared one
+                else:  # each model replaces the last under the one name
+                    serve.run(llm, name="llm", route_prefix="/llm")
+                deployed = model
+            chat_args = {"store": "memory", "rag": variant_rag(variant)}
+            serve.run(build_chat(chat_args), name="chat", route_prefix="/chat")
+            print(f"==> {model}, {variant}", flush=True)
+            start = time.perf_counter()
+            results = asyncio.run(run_set(base, args.limit))
+            runs.append(
+                {
+                    "model": model,
+                    "variant": variant,
+                    "wall_s": round(time.perf_counter() - start, 1),
+                    "summary": dataclasses.asdict(summarize(results)),
+                    "results": [r.model_dump(mode="json") for r in results],
+                }
             )
-            for variant in args.variants:
-                chat_args = {"store": "memory", "rag": variant_rag(variant)}
-                serve.run(build_chat(chat_args), name="chat", route_prefix="/chat")
-                print(f"==> {model}, {variant}")
-                start = time.perf_counter()
-                results = asyncio.run(run_set(base, args.limit))
-                summary = summarize(results)
-                runs.append(
-                    {
-                        "model": model,
-                        "variant": variant,
-                        "wall_s": round(time.perf_counter() - start, 1),
-                        "summary": dataclasses.asdict(summary),
-                        "results": [r.model_dump(mode="json") for r in results],
-                    }
-                )
-        serve.delete("chat")
-        serve.delete("llm")
     rows = [
         [
             run["model"],

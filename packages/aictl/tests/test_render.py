@@ -334,3 +334,16 @@ def test_each_model_spec_renders_its_application(profile: Any, layout: Any) -> N
         bound = spec.build_app(app.args)._bound_deployment
         assert bound.name == spec.service.deployment
         assert (bound.ray_actor_options or {})["num_gpus"] == spec.resources(profile).num_gpus
+
+
+def test_a_model_that_judges_answerability_gets_the_chats_check() -> None:
+    from chat_handler.deployment import ChatArgs
+
+    def chat_args(llm: str) -> dict[str, Any]:
+        args: dict[str, Any] = by_name(render("serve", StackOptions(llm=llm)))["chat"]["args"]
+        ChatArgs.model_validate(args)  # what is rendered is what the chat builder takes
+        return args
+
+    assert chat_args("qwen2.5-1.5b")["rag"] == {"answer_check": True}
+    assert "rag" not in chat_args("qwen2.5-0.5b")  # it says no to every question
+    assert "rag" not in chat_args("smollm2-135m")

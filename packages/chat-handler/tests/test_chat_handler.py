@@ -128,6 +128,21 @@ def test_search_and_filter(http: httpx.Client) -> None:
     assert {s["metadata"]["doc_id"] for s in answer.json()["sources"]} == {"zx41"}
 
 
+def test_search_with_rerank_answers_in_the_pipelines_order(http: httpx.Client) -> None:
+    body = {"query": QUESTION, "collection": COLLECTION, "top_k": 3}
+    plain = http.post("/knowledge/search", json=body).json()["results"]
+    response = http.post("/knowledge/search", json={**body, "rerank": True})
+    assert response.status_code == 200, response.text
+    reranked = response.json()["results"]
+    # the same passages, all kept, ordered and scored by the reranker
+    assert sorted(s["id"] for s in reranked) == sorted(s["id"] for s in plain)
+    assert reranked[0]["metadata"]["doc_id"] == "zx41"
+    assert all(s["metadata"][RERANKED_KEY] is True for s in reranked)
+    assert all(RERANKED_KEY not in s["metadata"] for s in plain)
+    searched = {s["id"]: s["score"] for s in plain}
+    assert {s["id"]: s["metadata"]["search_score"] for s in reranked} == pytest.approx(searched)
+
+
 def test_a_deleted_document_is_no_longer_a_source(http: httpx.Client) -> None:
     http.post(
         "/knowledge/documents",

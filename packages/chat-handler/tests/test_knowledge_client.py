@@ -11,7 +11,7 @@ import pytest
 from chat_handler.deployment import build_app
 from handler_base.clients import KnowledgeClient
 from handler_base.clients.base import ClientMode
-from handler_base.errors import InvalidRequestError
+from handler_base.errors import InvalidRequestError, NotFoundError
 from handler_base.settings import Settings
 from handler_base.testing.platform import SharedApps
 
@@ -79,6 +79,8 @@ async def test_bad_requests_are_refused_before_any_call(chat_url: str) -> None:
             await client.search({"query": "  "})
         with pytest.raises(InvalidRequestError):
             await client.delete_document("x", "bad name")
+        with pytest.raises(InvalidRequestError):
+            await client.vocabulary("bad name")
         assert client._http is None  # nothing was sent
 
 
@@ -90,3 +92,29 @@ async def test_the_handle_methods_validate_what_they_are_given(chat_url: str) ->
         await handle.ingest.remote({"documents": "not a list"})
     answer = await handle.delete_document.remote({"id": "nothing", "collection": "empty_one"})
     assert answer.deleted == 0
+
+
+@pytest.mark.parametrize("mode", ["handle", "http"])
+async def test_the_vocabulary_follows_ingest_and_delete(chat_url: str, mode: ClientMode) -> None:
+    collection = f"vocabulary_{mode}"
+    async with KnowledgeClient(Settings(chat_url=chat_url), mode=mode) as client:
+        await client.ingest(
+            {
+                "collection": collection,
+                "documents": [
+                    {"id": PATH_ID, "text": "The Vellum kettle whistles on the Ostrander hob."},
+                    {"id": "ferry", "text": "Ferries to Kelvington Island leave the slipway."},
+                ],
+            }
+        )
+        answer = await client.vocabulary(collection)
+        assert answer.collection == collection
+        assert {"Vellum", "Ostrander", "Kelvington Island", "slipway"} <= set(answer.terms)
+
+        await client.delete_document(PATH_ID, collection)
+        terms = (await client.vocabulary(collection)).terms
+        assert "Vellum" not in terms
+        assert "Kelvington Island" in terms
+
+        with pytest.raises(NotFoundError):
+            await client.vocabulary("nothing_here")

@@ -1,4 +1,6 @@
-"""Whisper: the joined model folder, audio decoding and limits, and the deployment on Serve.
+"""Whisper: audio decoding and limits, the joined base model, and the deployment on Serve.
+
+(The join itself is tested with ray_inference.model_sources, in test_model_sources.py.)
 
 Speech comes from Piper with the packaged voice (handler_base.testing.speech); the
 models are the packaged Whisper base (joined into a temporary data folder) and tiny.en.
@@ -6,7 +8,6 @@ Nothing is mocked.
 """
 
 import json
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,15 +27,14 @@ from handler_base.testing.speech import (
     to_wav,
     word_accuracy,
 )
+from ray_inference.model_sources import MARKER_NAME
 from ray_inference.whisper import (
     BASE_FOLDER,
-    MARKER_NAME,
     SAMPLE_RATE,
     WhisperConfig,
     WhisperTranscriber,
     build_app,
     decode_audio_bytes,
-    join_split_model,
 )
 
 SENTENCE = (
@@ -64,97 +64,6 @@ def test_word_accuracy_counts_edits_after_normalizing() -> None:
     assert word_accuracy("a b c d", "a b c d e") == 0.75
     assert word_accuracy("a b c d", "a c d") == 0.75
     assert word_accuracy("", "") == 1.0
-
-
-# --- joining the split model ------------------------------------------------------------
-
-
-def _parts(tmp_path: Path) -> tuple[list[Path], list[Path]]:
-    source = tmp_path / "src"
-    source.mkdir()
-    parts = [source / "model.bin.part1", source / "model.bin.part2"]
-    parts[0].write_bytes(b"a" * 1000)
-    parts[1].write_bytes(b"b" * 500)
-    extra = source / "config.json"
-    extra.write_text('{"x": 1}')
-    return parts, [extra]
-
-
-def test_join_creates_folder_then_reuses_it(tmp_path: Path) -> None:
-    parts, files = _parts(tmp_path)
-    target = tmp_path / "data" / "models" / "m"
-    assert join_split_model(parts, files, target) == target
-    assert (target / "model.bin").read_bytes() == b"a" * 1000 + b"b" * 500
-    assert (target / "config.json").read_text() == '{"x": 1}'
-    marker = json.loads((target / MARKER_NAME).read_text())
-    assert marker["total_size"] == 1500 + 8
-    assert marker["files"]["model.bin"]["size"] == 1500
-    assert len(marker["files"]["model.bin"]["sha256"]) == 64
-
-    inode = (target / "model.bin").stat().st_ino
-    join_split_model(parts, files, target)
-    assert (target / "model.bin").stat().st_ino == inode, "a valid join must be reused"
-    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
-
-
-@pytest.mark.parametrize(
-    "damage",
-    ["marker_garbled", "marker_missing", "size_in_marker", "file_truncated", "bytes_changed"],
-)
-def test_join_redone_when_folder_or_marker_is_wrong(tmp_path: Path, damage: str) -> None:
-    parts, files = _parts(tmp_path)
-    target = tmp_path / "m"
-    join_split_model(parts, files, target)
-    marker_path, model = target / MARKER_NAME, target / "model.bin"
-    if damage == "marker_garbled":
-        marker_path.write_text("{not json")
-    elif damage == "marker_missing":
-        marker_path.unlink()
-    elif damage == "size_in_marker":
-        marker = json.loads(marker_path.read_text())
-        marker["files"]["model.bin"]["size"] = 1499
-        marker_path.write_text(json.dumps(marker))
-    elif damage == "file_truncated":
-        model.write_bytes(model.read_bytes()[:-1])
-    else:
-        model.write_bytes(b"c" + model.read_bytes()[1:])  # same size, other bytes
-    inode = model.stat().st_ino
-
-    join_split_model(parts, files, target)
-
-    assert model.stat().st_ino != inode, f"{damage} must trigger a new join"
-    assert model.read_bytes() == b"a" * 1000 + b"b" * 500
-    assert json.loads(marker_path.read_text())["files"]["model.bin"]["size"] == 1500
-
-
-def test_join_redone_when_a_source_package_changed(tmp_path: Path) -> None:
-    parts, files = _parts(tmp_path)
-    target = tmp_path / "m"
-    join_split_model(parts, files, target)
-    parts[1].write_bytes(b"b" * 600)
-    join_split_model(parts, files, target)
-    assert (target / "model.bin").stat().st_size == 1600
-
-
-def test_concurrent_joins_make_one_valid_folder(tmp_path: Path) -> None:
-    parts, files = _parts(tmp_path)
-    target = tmp_path / "m"
-    errors: list[BaseException] = []
-
-    def join() -> None:
-        try:
-            join_split_model(parts, files, target)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=join) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    assert (target / "model.bin").read_bytes() == b"a" * 1000 + b"b" * 500
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.lock", "src"]
 
 
 # --- decoding and limits ----------------------------------------------------------------

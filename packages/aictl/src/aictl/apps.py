@@ -149,6 +149,9 @@ def applications(options: StackOptions | None = None) -> list[AppSpec]:
     if profile == "gpu":
         # Ray Serve LLM answers only the model ids it serves.
         chat_args["llm_model"] = options.gpu_llm_args().served_model_id
+    elif llm_model(options.llm).judges_answerability:
+        # A model that can tell whether the passages answer: check before answering.
+        chat_args["rag"] = {"answer_check": True}
     apps.append(
         AppSpec(
             name="chat",

@@ -11,7 +11,8 @@ Handle methods, for the voice handler and the NATS bridge: :meth:`ChatDeployment
 (a whole ChatResponse) and :meth:`ChatDeployment.chat_stream` (text pieces, then the
 ChatResponse; call it with ``handle.options(stream=True)``); for the knowledge base
 (:class:`handler_base.clients.KnowledgeClient`): ``ingest``, ``search``,
-``delete_document`` and ``collections``, which the ``/knowledge`` routes call too.
+``delete_document``, ``collections`` and ``vocabulary``, which the ``/knowledge`` routes
+call too.
 """
 
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
@@ -40,6 +41,7 @@ from chat_handler.models import (
     SearchResponse,
 )
 from chat_handler.rag import RAGConfig, RAGPipeline, document_filter
+from chat_handler.rag.vocabulary import refresh_vocabulary
 from chat_handler.stores import StoreKind, open_store
 from handler_base.clients import EmbeddingsClient, LLMClient, RerankerClient
 from handler_base.deployment import (
@@ -67,6 +69,7 @@ from handler_base.inference import (
     ChunkDelta,
     completion_id,
 )
+from handler_base.knowledge import VocabularyRequest, VocabularyResponse
 from handler_base.messages import DEFAULT_COLLECTION, ChatRequest, ChatResponse, HistoryMessage
 from handler_base.settings import Settings
 from handler_base.telemetry import continue_trace, setup_telemetry
@@ -195,7 +198,11 @@ class ChatDeployment:
         )
 
     async def search(self, request: SearchRequest | Mapping[str, Any]) -> SearchResponse:
-        """The passages nearest the query, without reranking or an answer.
+        """The passages nearest the query, without an answer.
+
+        In the vector search's order; with ``rerank``, in the order the chat's pipeline
+        gives them to the LLM (its reranker over all ``top_k``, or the search order when
+        the reranker is down: each source's ``reranked`` says which).
 
         Raises:
             PlatformError: A bad request, or a service that failed.
@@ -205,6 +212,8 @@ class ChatDeployment:
         found = await self.store.search(
             body.collection, vector, top_k=body.top_k, filter=body.filter
         )
+        if body.rerank:
+            found = await self.pipeline._rerank(body.query, found, len(found), None)
         return SearchResponse(results=found)
 
     async def delete_document(self, request: DeleteRequest | Mapping[str, Any]) -> DeleteResponse:
@@ -215,6 +224,8 @@ class ChatDeployment:
         """
         body = validate_as(DeleteRequest, request)
         deleted = await self.store.delete(body.collection, filter=document_filter(body.id))
+        if deleted:
+            await refresh_vocabulary(self.store, body.collection)
         return DeleteResponse(deleted=deleted)
 
     async def collections(self) -> CollectionsResponse:
@@ -223,6 +234,23 @@ class ChatDeployment:
         return CollectionsResponse(
             collections=[CollectionSummary(name=c.name, count=c.count) for c in found]
         )
+
+    async def vocabulary(
+        self, request: VocabularyRequest | Mapping[str, Any]
+    ) -> VocabularyResponse:
+        """The collection's names and rare terms (``{collection}``), gathered at ingest.
+
+        A collection ingested before vocabularies were kept gets its vocabulary now.
+
+        Raises:
+            NotFoundError: The collection does not exist.
+            PlatformError: A bad name, or a store that failed.
+        """
+        body = validate_as(VocabularyRequest, request)
+        terms = await self.store.vocabulary(body.collection)
+        if terms is None:
+            terms = await refresh_vocabulary(self.store, body.collection)
+        return VocabularyResponse(collection=body.collection, terms=terms)
 
     # --- HTTP routes ----------------------------------------------------------------------
 
@@ -309,6 +337,11 @@ class ChatDeployment:
     async def get_collections(self) -> CollectionsResponse:
         """``GET /chat/knowledge/collections``: see :meth:`collections`."""
         return await self.collections()
+
+    @api.get("/knowledge/collections/{collection}/vocabulary")
+    async def get_vocabulary(self, collection: str) -> VocabularyResponse:
+        """``GET /chat/knowledge/collections/{name}/vocabulary``: see :meth:`vocabulary`."""
+        return await self.vocabulary({"collection": collection})
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:

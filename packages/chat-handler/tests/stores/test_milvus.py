@@ -75,6 +75,7 @@ async def test_data_outlives_the_client(settings: Settings) -> None:
     client = MilvusStore(settings)
     ids = await client.upsert("kb", [chunk("kept", along=2), chunk("gone", index=1)])
     await client.delete("kb", ids=[ids[1]])
+    await client.set_vocabulary("kb", ["Kelvington Island"])
     client.close()
     client.close()  # closing twice is harmless
     with pytest.raises(UnavailableError, match="closed"):
@@ -85,6 +86,7 @@ async def test_data_outlives_the_client(settings: Settings) -> None:
         [hit] = await reopened.search("kb", axis(2))
         assert (hit.id, hit.text) == (ids[0], "kept")
         assert await reopened.collections() == [CollectionInfo(name="kb", count=1)]
+        assert await reopened.vocabulary("kb") == ["Kelvington Island"]
 
 
 async def test_missing_collection_on_demand_and_made_empty(store: MilvusStore) -> None:
@@ -250,6 +252,10 @@ async def test_server_by_uri(milvus_server_uri: str) -> None:
         await store.upsert("kb", [chunk("one"), chunk("two", index=1, along=1)])
         assert [s.text for s in await store.search("kb", axis(1), top_k=1)] == ["two"]
         assert await store.collections() == [CollectionInfo(name="kb", count=2)]
+        # The vocabulary is a collection property, which the server keeps too.
+        assert await store.set_vocabulary("kb", ["Kelvington Island", "pier"]) is True
+        assert await store.vocabulary("kb") == ["Kelvington Island", "pier"]
+        assert sorted(await store.texts("kb")) == ["one", "two"]
 
 
 async def test_unreachable_server_is_unavailable() -> None:

@@ -23,7 +23,7 @@ from chat_handler.stores import (
     MilvusStore,
     milvus_expression,
 )
-from chat_handler.stores.base import MAX_TEXT_BYTES
+from chat_handler.stores.base import MAX_TEXT_BYTES, MAX_TEXTS
 from chat_handler.testing import SMALL_DIM, axis, lite_settings
 from chat_handler.testing import chunk_record as chunk
 from handler_base.errors import (
@@ -360,3 +360,62 @@ async def test_filters_built_in_code_read_the_same_as_request_filters(
         {"and": [{"field": "doc_id", "value": "a"}, {"not": {"field": "chunk_index", "value": 0}}]}
     )
     assert [s.text for s in await store.search("kb", axis(0), filter=built)] == ["two"]
+
+
+# --- Texts and vocabulary -------------------------------------------------------------------------
+
+
+async def test_texts_reads_the_chunks_of_a_collection(store: KnowledgeStore) -> None:
+    await store.upsert("kb", [chunk("one", "a"), chunk("two", "a", 1), chunk("three", "b")])
+    await store.upsert("other", [chunk("elsewhere")])
+    assert sorted(await store.texts("kb")) == ["one", "three", "two"]
+    assert len(await store.texts("kb", limit=2)) == 2
+    assert await store.texts("missing") == []
+    for limit in (0, MAX_TEXTS + 1):
+        with pytest.raises(InvalidRequestError, match="limit"):
+            await store.texts("kb", limit=limit)
+    with pytest.raises(InvalidRequestError, match="invalid collection name"):
+        await store.texts("has-dash")
+
+
+async def test_a_collection_keeps_one_vocabulary_until_it_is_dropped(
+    store: KnowledgeStore,
+) -> None:
+    await store.upsert("kb", [chunk("The ferry to Kelvington Island.")])
+    assert await store.vocabulary("kb") is None  # never gathered
+
+    terms = ["Kelvington Island", "Zoë Okafor", "ZX-41", "pier"]
+    assert await store.set_vocabulary("kb", terms) is True
+    assert await store.vocabulary("kb") == terms
+    # Replaced whole, an empty one included; writes to records leave it alone.
+    assert await store.set_vocabulary("kb", ["pier"]) is True
+    await store.upsert("kb", [chunk("more", index=1)])
+    await store.delete("kb", filter=where({"field": "chunk_index", "value": 1}))
+    assert await store.vocabulary("kb") == ["pier"]
+    assert await store.set_vocabulary("kb", []) is True
+    assert await store.vocabulary("kb") == []
+
+    # A missing collection keeps nothing and is not made.
+    assert await store.set_vocabulary("missing", ["x"]) is False
+    with pytest.raises(NotFoundError, match="'missing' does not exist"):
+        await store.vocabulary("missing")
+    assert [c.name for c in await store.collections()] == ["kb"]
+
+    # Dropping the collection drops its vocabulary; a new one starts without.
+    await store.set_vocabulary("kb", terms)
+    await store.drop_collection("kb")
+    with pytest.raises(NotFoundError):
+        await store.vocabulary("kb")
+    await store.upsert("kb", [chunk("again")])
+    assert await store.vocabulary("kb") is None
+
+
+async def test_a_bad_vocabulary_is_refused(store: KnowledgeStore) -> None:
+    await store.upsert("kb", [chunk("one")])
+    with pytest.raises(InvalidRequestError, match="non-empty strings"):
+        await store.set_vocabulary("kb", ["fine", " "])
+    with pytest.raises(InvalidRequestError, match="over the limit"):
+        await store.set_vocabulary("kb", ["x" * 100] * 200)
+    with pytest.raises(InvalidRequestError, match="invalid collection name"):
+        await store.set_vocabulary("has-dash", ["x"])
+    assert await store.vocabulary("kb") is None

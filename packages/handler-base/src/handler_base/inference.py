@@ -280,6 +280,8 @@ class ModelList(_Response):
 
 MAX_TRANSCRIPTION_AUDIO_BYTES = 25 * 1024**2
 """Bytes of one audio file to transcribe (OpenAI's limit too)."""
+MAX_HOTWORDS_CHARS = 1_000
+"""Characters of a transcription's ``hotwords`` (Whisper's prompt holds about 223 tokens)."""
 
 
 class TranscriptionOptions(_Request):
@@ -288,6 +290,10 @@ class TranscriptionOptions(_Request):
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")] | None = None
     """ISO-639-1 code; detected when absent."""
     prompt: Annotated[str, StringConstraints(max_length=1_000)] | None = None
+    hotwords: Annotated[str, StringConstraints(max_length=MAX_HOTWORDS_CHARS)] | None = None
+    """Words to listen for (names, rare terms), space-separated: faster-whisper's
+    ``hotwords``, put before the prompt when decoding. Whisper reads at most 223 prompt
+    tokens; longer hotwords are cut."""
     model: str | None = None
 
 

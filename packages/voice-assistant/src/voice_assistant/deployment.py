@@ -28,7 +28,7 @@ from ray import serve
 from ray.serve import Application
 from starlette.datastructures import UploadFile
 
-from handler_base.clients import ChatClient, STTClient, TTSClient
+from handler_base.clients import ChatClient, KnowledgeClient, STTClient, TTSClient
 from handler_base.deployment import VOICE_BODY_BYTES, HandlerArgs, bind_deployment
 from handler_base.errors import (
     InvalidRequestError,
@@ -159,7 +159,11 @@ class VoiceDeployment:
         configure_guard(api, args.admission(), settings)
         setup_telemetry(settings, service_name="voice-assistant")
         self.assistant = VoiceAssistant(
-            STTClient(settings), ChatClient(settings), TTSClient(settings), args
+            STTClient(settings),
+            ChatClient(settings),
+            TTSClient(settings),
+            args,
+            KnowledgeClient(settings) if args.hotwords else None,
         )
 
     # --- handle methods -----------------------------------------------------------------

@@ -91,7 +91,10 @@ class RAGConfig(BaseModel):
             keeps every passage.
         answer_check: Ask the LLM first whether the passages answer the question at all
             (one word; with llama.cpp's prompt cache it reuses the answer's evaluation of
-            the passages); on a no, the answer is ``not_found_answer``.
+            the passages); on a no, the answer is ``not_found_answer``. Off by default:
+            it needs a model that can judge (Qwen2.5-1.5B does; the 0.5B says no to
+            every question, BENCHMARKS.md "Answer quality"), so ``aictl`` turns it on
+            with the models that pass it.
         rewrite_follow_ups: With history, have the LLM rewrite the question into a
             standalone one first, and search and answer that.
         chunk_size: Characters per chunk at ingest.
@@ -106,7 +109,7 @@ class RAGConfig(BaseModel):
     no_sources_answer: str = Field(default=NO_SOURCES_ANSWER, min_length=1)
     not_found_answer: str = Field(default=NOT_FOUND_ANSWER, min_length=1)
     min_score: float | None = None
-    answer_check: bool = True
+    answer_check: bool = False
     rewrite_follow_ups: bool = True
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1)
     chunk_overlap: int = Field(default=DEFAULT_CHUNK_OVERLAP, ge=0)
@@ -369,7 +372,9 @@ class RAGPipeline:
 
         Chunk ids derive from the content (:func:`~handler_base.rag.record_id`),
         so ingesting the same document again adds nothing; chunks a changed document no
-        longer has are deleted after its new ones are stored.
+        longer has are deleted after its new ones are stored. Then the collection's
+        vocabulary (its names and rare terms, for the voice app's Whisper) is gathered
+        again from its chunks (:func:`~chat_handler.rag.vocabulary.refresh_vocabulary`).
 
         Args:
             collection: The collection (made when missing).
@@ -381,6 +386,8 @@ class RAGPipeline:
         Raises:
             PlatformError: What the embeddings service or the store raised.
         """
+        from chat_handler.rag.vocabulary import refresh_vocabulary
+
         ids: list[str] = []
         for document in documents:
             chunks = chunk_document(document, self.config.chunk_size, self.config.chunk_overlap)
@@ -393,6 +400,8 @@ class RAGPipeline:
                 stale = AllOf(all_=[stale, kept])
             await self.store.delete(collection, filter=stale)
             ids.extend(stored)
+        if documents:
+            await refresh_vocabulary(self.store, collection)
         return ids
 
 

@@ -10,6 +10,8 @@ the nearest ones to a query vector (cosine similarity). Every store:
 - reads the structured filter of :mod:`handler_base.filters` the same way; a filter
   string is a Milvus expression, which only the Milvus store takes;
 - answers a search in a missing collection with no results, and counts 0 deleted there.
+- keeps one vocabulary per collection (:mod:`chat_handler.rag.vocabulary` gathers it
+  from the collection's texts), which goes when the collection is dropped.
 
 ``tests/stores/test_store_contract.py`` runs one test-suite over every store.
 """
@@ -42,6 +44,11 @@ MAX_METADATA_BYTES: Final = 65_536
 """Bytes of a chunk's metadata as JSON (Milvus's default limit for a JSON field)."""
 MAX_SEARCH_TOP_K: Final = 16_384
 """The largest ``top_k`` of a search (Milvus's largest ``limit``)."""
+MAX_TEXTS: Final = 16_384
+"""The most chunk texts one :meth:`KnowledgeStore.texts` call reads (Milvus's largest
+``limit``)."""
+MAX_VOCABULARY_BYTES: Final = 16_384
+"""Bytes of a collection's vocabulary as JSON."""
 
 _collection_name: TypeAdapter[str] = TypeAdapter(CollectionName)
 
@@ -206,6 +213,37 @@ class KnowledgeStore(Protocol):
     async def collections(self) -> list[CollectionInfo]:
         """Every collection with its count, sorted by name."""
 
+    async def texts(self, collection: str, limit: int = MAX_TEXTS) -> list[str]:
+        """The texts of up to ``limit`` chunks of a collection, in no set order.
+
+        A missing collection has none.
+
+        Raises:
+            InvalidRequestError: Bad name, or ``limit`` out of range.
+        """
+
+    async def vocabulary(self, collection: str) -> list[str] | None:
+        """The collection's vocabulary as last kept (:meth:`set_vocabulary`).
+
+        Returns:
+            The terms; None when none was ever kept for the collection.
+
+        Raises:
+            NotFoundError: The collection does not exist.
+        """
+
+    async def set_vocabulary(self, collection: str, terms: Sequence[str]) -> bool:
+        """Keep ``terms`` as the collection's vocabulary, replacing what it had.
+
+        The vocabulary lives and dies with its collection (dropping it drops them both).
+
+        Returns:
+            False when the collection does not exist (nothing is kept).
+
+        Raises:
+            InvalidRequestError: Bad name, or a vocabulary over :data:`MAX_VOCABULARY_BYTES`.
+        """
+
     async def drop_collection(self, collection: str) -> bool:
         """Delete a collection and everything in it; True when it existed."""
 
@@ -234,6 +272,33 @@ def check_vector_values(vector: Sequence[float]) -> None:
         raise ValueError("vector holds NaN or infinity")
     if not any(vector):
         raise ValueError("vector is all zeros (cosine similarity is undefined)")
+
+
+def check_texts_limit(limit: int) -> int:
+    """``limit`` when it is a usable number of texts to read.
+
+    Raises:
+        InvalidRequestError: It is not between 1 and :data:`MAX_TEXTS`.
+    """
+    if not 1 <= limit <= MAX_TEXTS:
+        raise InvalidRequestError(f"limit must be between 1 and {MAX_TEXTS}, got {limit}")
+    return limit
+
+
+def vocabulary_json(terms: Sequence[str]) -> str:
+    """The terms as a JSON list, within :data:`MAX_VOCABULARY_BYTES`.
+
+    Raises:
+        InvalidRequestError: A term that is not a non-empty string, or too many bytes.
+    """
+    if isinstance(terms, str) or not all(isinstance(t, str) and t.strip() for t in terms):
+        raise InvalidRequestError("a vocabulary is a list of non-empty strings")
+    encoded = json.dumps(list(terms), ensure_ascii=False)
+    if len(encoded.encode("utf-8")) > MAX_VOCABULARY_BYTES:
+        raise InvalidRequestError(
+            f"the vocabulary is over the limit of {MAX_VOCABULARY_BYTES} bytes as JSON"
+        )
+    return encoded
 
 
 def check_query(vector: Sequence[float], top_k: int) -> list[float]:

@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 
 from chat_handler.stores.base import (
+    MAX_TEXTS,
     CollectionInfo,
     KnowledgeRecord,
     check_collection_name,
     check_dimension,
     check_query,
+    check_texts_limit,
+    vocabulary_json,
 )
 from handler_base.errors import InvalidRequestError, NotFoundError
 from handler_base.filters import AllOf, AnyOf, FieldCondition, Filter, KnowledgeFilter, Not
@@ -33,6 +36,7 @@ _MISSING = object()
 class _Collection:
     records: dict[str, KnowledgeRecord] = field(default_factory=dict)
     unit_vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    vocabulary: list[str] | None = None
 
 
 class InMemoryStore:
@@ -131,6 +135,33 @@ class InMemoryStore:
             CollectionInfo(name=name, count=len(stored.records))
             for name, stored in sorted(self._collections.items())
         ]
+
+    async def texts(self, collection: str, limit: int = MAX_TEXTS) -> list[str]:
+        """See :meth:`KnowledgeStore.texts`."""
+        name = check_collection_name(collection)
+        check_texts_limit(limit)
+        stored = self._collections.get(name)
+        if stored is None:
+            return []
+        return [record.text for record in list(stored.records.values())[:limit]]
+
+    async def vocabulary(self, collection: str) -> list[str] | None:
+        """See :meth:`KnowledgeStore.vocabulary`."""
+        name = check_collection_name(collection)
+        if name not in self._collections:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        kept = self._collections[name].vocabulary
+        return None if kept is None else list(kept)
+
+    async def set_vocabulary(self, collection: str, terms: Sequence[str]) -> bool:
+        """See :meth:`KnowledgeStore.set_vocabulary`."""
+        name = check_collection_name(collection)
+        vocabulary_json(terms)
+        stored = self._collections.get(name)
+        if stored is None:
+            return False
+        stored.vocabulary = list(terms)
+        return True
 
     async def drop_collection(self, collection: str) -> bool:
         """See :meth:`KnowledgeStore.drop_collection`."""

@@ -18,6 +18,9 @@ field                     what it holds
 ``metadata``              JSON, everything else (title, path, language...)
 ========================  ============================================================
 
+A collection's vocabulary (:meth:`MilvusStore.set_vocabulary`) is kept in its
+properties, as the JSON list of :data:`VOCABULARY_PROPERTY`.
+
 Structured filters (:mod:`handler_base.filters`) become Milvus expressions
 (:func:`milvus_expression`). A filter string is passed to Milvus as written, e.g.
 ``doc_id == "guide"``, ``doc_id in ["a", "b"]``, ``chunk_index < 3``,
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -50,11 +54,14 @@ from chat_handler.stores.base import (
     DOC_ID_FIELD,
     MAX_DOC_ID_BYTES,
     MAX_TEXT_BYTES,
+    MAX_TEXTS,
     CollectionInfo,
     KnowledgeRecord,
     check_collection_name,
     check_dimension,
     check_query,
+    check_texts_limit,
+    vocabulary_json,
 )
 from handler_base.errors import (
     InternalError,
@@ -77,6 +84,9 @@ VECTOR_FIELD: Final = "vector"
 TEXT_FIELD: Final = "text"
 METADATA_FIELD: Final = "metadata"
 _OUTPUT_FIELDS: Final = [TEXT_FIELD, DOC_ID_FIELD, CHUNK_INDEX_FIELD, METADATA_FIELD]
+
+VOCABULARY_PROPERTY: Final = "knowledge.vocabulary"
+"""The collection property that keeps its vocabulary, a JSON list of terms."""
 
 ID_LENGTH: Final = 64
 """Characters of a record id (a SHA-256 in hex)."""
@@ -524,6 +534,76 @@ class MilvusStore:
             return infos
 
         return await self._run(collections, operation="list collections")
+
+    async def texts(self, collection: str, limit: int = MAX_TEXTS) -> list[str]:
+        """The texts of up to ``limit`` chunks of a collection; none from a missing one.
+
+        Raises:
+            InvalidRequestError: Bad name or ``limit``, or not a knowledge collection.
+        """
+        name = check_collection_name(collection)
+        check_texts_limit(limit)
+
+        def texts(milvus: Any) -> list[str]:
+            info = self._open_collection(milvus, name, create=False)
+            if info is None:
+                return []
+            if info.problem is not None:
+                raise InvalidRequestError(f"collection {name!r} {info.problem}")
+            rows = milvus.query(
+                name,
+                filter="",
+                output_fields=[TEXT_FIELD],
+                limit=limit,
+                consistency_level=_STRONG,
+                timeout=self._timeout_s,
+            )
+            return [str(row.get(TEXT_FIELD) or "") for row in rows]
+
+        return await self._run(texts, collection=name, operation="read texts")
+
+    async def vocabulary(self, collection: str) -> list[str] | None:
+        """The vocabulary kept in the collection's properties; None when none was kept.
+
+        Raises:
+            NotFoundError: The collection does not exist.
+        """
+        name = check_collection_name(collection)
+
+        def vocabulary(milvus: Any) -> list[str] | None:
+            if self._open_collection(milvus, name, create=False) is None:
+                raise _not_found(name)
+            description = milvus.describe_collection(name, timeout=self._timeout_s)
+            kept = (description.get("properties") or {}).get(VOCABULARY_PROPERTY)
+            if kept is None:
+                return None
+            try:
+                terms = json.loads(kept)
+            except ValueError:
+                logger.warning("collection %r has a vocabulary that is not JSON", name)
+                return None
+            return [t for t in terms if isinstance(t, str)] if isinstance(terms, list) else None
+
+        return await self._run(vocabulary, collection=name, operation="read vocabulary")
+
+    async def set_vocabulary(self, collection: str, terms: Sequence[str]) -> bool:
+        """Keep ``terms`` in the collection's properties; False when it does not exist.
+
+        Raises:
+            InvalidRequestError: Bad name, or a vocabulary over its byte limit.
+        """
+        name = check_collection_name(collection)
+        encoded = vocabulary_json(terms)
+
+        def keep(milvus: Any) -> bool:
+            if self._open_collection(milvus, name, create=False) is None:
+                return False
+            milvus.alter_collection_properties(
+                name, properties={VOCABULARY_PROPERTY: encoded}, timeout=self._timeout_s
+            )
+            return True
+
+        return await self._run(keep, collection=name, operation="keep vocabulary")
 
     async def has_collection(self, collection: str) -> bool:
         """True when the collection exists."""

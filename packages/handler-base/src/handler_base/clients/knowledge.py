@@ -20,6 +20,8 @@ from handler_base.knowledge import (
     IngestResponse,
     SearchRequest,
     SearchResponse,
+    VocabularyRequest,
+    VocabularyResponse,
 )
 from handler_base.messages import DEFAULT_COLLECTION
 
@@ -88,3 +90,24 @@ class KnowledgeClient(ServiceClient):
         """
         result = await self._call("collections", None, "/knowledge/collections", http_method="GET")
         return CollectionsResponse.model_validate(result)
+
+    async def vocabulary(self, collection: str = DEFAULT_COLLECTION) -> VocabularyResponse:
+        """The collection's names and rare terms, most salient first.
+
+        ``GET /knowledge/collections/{name}/vocabulary``; gathered at ingest, for
+        Whisper's ``hotwords``.
+
+        Raises:
+            InvalidRequestError: The collection name is malformed (checked before any call).
+            NotFoundError: The collection does not exist.
+            PlatformError: What else the deployment answered.
+        """
+        body = validate_as(VocabularyRequest, {"collection": collection})
+        if await self.path() == "handle":
+            result = await self._handle_call("vocabulary", body)
+        else:
+            response = await self._http_request(
+                "GET", f"/knowledge/collections/{body.collection}/vocabulary"
+            )
+            result = response.json()
+        return VocabularyResponse.model_validate(result)

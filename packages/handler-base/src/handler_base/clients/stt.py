@@ -44,7 +44,9 @@ class STTClient(ServiceClient):
         Args:
             audio: The file's bytes: WAV, MP3, Ogg/Opus, FLAC, WebM... (the service
                 decodes and resamples it).
-            options: Language (detected when None) and a prompt.
+            options: Language (detected when None), a prompt, and ``hotwords``: words
+                to listen for, such as a knowledge base's names (``KnowledgeClient.vocabulary``);
+                sent as the form field of the same name over HTTP.
             filename: The file name sent over HTTP (informative only).
 
         Returns:
@@ -80,12 +82,15 @@ class STTClient(ServiceClient):
                 f"{self._target()} answered {self.route} with no transcription"
             ) from exc
 
-    async def transcribe_text(self, audio: bytes, language: str | None = None) -> str:
+    async def transcribe_text(
+        self, audio: bytes, language: str | None = None, hotwords: str | None = None
+    ) -> str:
         """Just the text of :meth:`transcribe` (empty for silence).
 
         Args:
             audio: The file's bytes.
             language: ISO-639-1 code; detected when None.
+            hotwords: Words to listen for, space-separated; none when None.
         """
-        options = None if language is None else TranscriptionOptions(language=language)
+        options = TranscriptionOptions(language=language, hotwords=hotwords)
         return (await self.transcribe(audio, options)).text
