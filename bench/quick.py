@@ -35,6 +35,7 @@ SCRIPTS = (
     "nats_roundtrip.py",
     "embeddings.py",
     "llm.py",
+    "llm_batch.py",
     "tts.py",
     "whisper.py",
     "hotwords.py",

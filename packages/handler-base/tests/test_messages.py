@@ -34,7 +34,7 @@ def error_code(model: type, payload: object) -> ErrorCode:
 def test_chat_request_defaults_follow_the_contract() -> None:
     request = ChatRequest.model_validate_json('{"query": "What is ZX-41?"}')
     assert request.collection == "default"
-    assert (request.top_k, request.top_n) == (10, 5)
+    assert (request.top_k, request.top_n) == (20, 5)
     assert request.history == []
     assert request.filter is None
     assert request.stream is False
@@ -170,9 +170,11 @@ def test_responses_round_trip() -> None:
     # The stages, and (null until measured) the compute each model replica measured.
     chat_timings = json.loads(chat.model_dump_json())["timings_ms"]
     assert {k for k, v in chat_timings.items() if v is not None} == {
+        "rewrite",
         "embed",
         "search",
         "rerank",
+        "check",
         "generate",
         "total",
     }
@@ -180,6 +182,8 @@ def test_responses_round_trip() -> None:
         "embed_model",
         "rerank_model",
         "generate_model",
+        "rewrite_model",
+        "check_model",
     }
 
 

@@ -28,6 +28,7 @@ from handler_base.testing.ray_fixtures import LocalServe
 from ray_inference.model_sources import ModelSourceError
 from ray_inference.reranker import (
     BM25,
+    DEFAULT_DENSE_WEIGHT,
     CrossEncoderScorer,
     HybridScorer,
     RerankerArgs,
@@ -220,6 +221,44 @@ def test_dense_weight_zero_is_bm25_alone(hybrid: HybridScorer) -> None:
     np.testing.assert_allclose(
         bm25_only.score(QUERY, PASSAGES), BM25().normalized_scores(QUERY, PASSAGES)
     )
+
+
+class FixedVectors:
+    """An encoder stand-in: each text's vector is given (unit length)."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = {t: np.asarray(v) / np.linalg.norm(v) for t, v in vectors.items()}
+
+    def encode(self, texts: list[str]) -> Any:
+        class Embeddings:
+            vectors = np.stack([self.vectors[t] for t in texts])
+
+        return Embeddings()
+
+
+def test_the_default_lets_bm25_break_near_ties_only() -> None:
+    # BENCHMARKS.md, "Retrieval that never loses to dense": at the default share BM25 can
+    # reorder passages whose cosines are close, not overturn a clear dense lead.
+    query = "augmented assignment target"
+    paraphrase, other = "in other words", "unrelated text"
+    close_match, distant_match = "the augmented assignment target", "augmented assignment targets"
+    encoder = FixedVectors(
+        {
+            query: [1.0, 0.0],
+            paraphrase: [0.9, 0.436],  # cosine 0.90
+            close_match: [0.85, 0.527],  # 0.85
+            other: [0.85, 0.527],  # 0.85
+            distant_match: [0.6, 0.8],  # 0.60
+        }
+    )
+    scorer = HybridScorer(encoder)  # type: ignore[arg-type]
+    assert scorer.dense_weight == DEFAULT_DENSE_WEIGHT == 0.9
+    # 0.05 of cosine apart: the passage holding every query word goes first
+    near_tie = scorer.score(query, [paraphrase, close_match])
+    assert near_tie[1] > near_tie[0]
+    # 0.3 apart: every query word cannot make that up
+    clear_lead = scorer.score(query, [paraphrase, distant_match, other])
+    assert list(np.argsort(-clear_lead)) == [0, 2, 1]
 
 
 def test_ranked_cuts_to_top_n_and_breaks_ties_by_input_order() -> None:

@@ -62,6 +62,8 @@ from handler_base.messages import (
     VoiceResponse,
 )
 from handler_base.settings import Settings
+from ray_inference.llm_models import DEFAULT_LLM_MODEL, LLM_MODELS, LLMModel, llm_model
+from ray_inference.model_sources import ModelSourceError
 
 app = typer.Typer(
     name="aictl",
@@ -248,6 +250,29 @@ def print_examples(stack: LocalStack) -> None:
     console.print("Press Ctrl-C to stop everything (or run `aictl down` in another shell).")
 
 
+def chosen_llm(name: str | None) -> LLMModel:
+    """The cpu LLM ``--llm`` names (the default when None); an unknown name ends the command.
+
+    Raises:
+        typer.Exit: The catalog has no such model (the known ones are listed).
+    """
+    try:
+        return llm_model(name or DEFAULT_LLM_MODEL)
+    except ValueError as exc:
+        raise fail(f"--llm: {exc}") from None
+
+
+LLMOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm",
+        help=f"The cpu profile's LLM: {', '.join(LLM_MODELS)} (default {DEFAULT_LLM_MODEL}; "
+        "see ray-inference's README for which to pick).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def up(
     serve_port: Annotated[int, typer.Option(help="Port of the Serve proxy (HTTP).")] = 8000,
@@ -258,23 +283,29 @@ def up(
     sample: Annotated[
         bool, typer.Option(help="Ingest the sample documents on the first run.")
     ] = True,
+    llm: LLMOption = None,
 ) -> None:
     """Start the whole platform on this machine: NATS, Ray, the models, chat, voice, the web page.
 
     Runs until Ctrl-C (or `aictl down`), then stops all it started.
     """
+    model = chosen_llm(llm)
     settings = Settings()
     stack = LocalStack(
         settings,
         serve_port=serve_port,
         dashboard_port=dashboard_port,
         bridge=bridge,
+        llm=model.name,
         say=lambda line: console.print(f"[bold]==>[/] {line}", soft_wrap=True),
     )
     try:
         stack.check_free()
-    except RuntimeError as exc:
+        # Its packages, checked before anything starts (the replica would fail later).
+        model.package_paths()
+    except (RuntimeError, ModelSourceError) as exc:
         raise fail(str(exc)) from None
+    stack.say(f"LLM: {model.title} ({model.name}; choose another with --llm)")
     say_access_control(stack)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # Also when started in the background by a shell, which leaves SIGINT ignored.
@@ -676,22 +707,38 @@ def eval_command(
     answers: Annotated[
         bool,
         typer.Option(
-            help="Also ask the sample questions through /chat and check the answers "
-            "(the LLM writes each one: seconds each on a CPU)."
+            help="Also ask the sample questions and the answer set through /chat and check "
+            "the answers (the LLM writes each one: seconds each on a CPU)."
         ),
     ] = True,
     candidates: Annotated[
         int, typer.Option(min=10, max=100, help="Passages each search returns (top_k).")
     ] = 50,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            dir_okay=False,
+            help="Write the answer set's figures and per-question results to this JSON file.",
+        ),
+    ] = None,
 ) -> None:
-    """Measure retrieval and answer quality on the running platform and print one table.
+    """Measure retrieval and answer quality on the running platform and print the tables.
 
     Adds the Python language reference (shipped with Python) to its own collection,
-    eval_python_reference, the first time; searches it with labelled questions; then asks
-    the sample knowledge base's questions (collection default) and checks each answer
-    for its fact. nDCG@10 and recall@10 are per document (a document ranks at its best
-    passage).
+    eval_python_reference, the first time; searches it with two labelled sets (and the
+    answer set and the sample with theirs), each question in the vector search's order and
+    as the chat's pipeline ranks it, the pipeline against dense alone with a paired 95%
+    interval (aictl.evaluation.run_retrieval); then asks the sample knowledge base's
+    questions (collection default) and checks each answer for its fact. nDCG@10 and
+    recall@10 are per document (a document ranks at its best passage). Then the answer set
+    (collection eval_answers, added or refreshed when its documents changed): fact
+    questions, follow-ups with their conversation and questions the documents cannot
+    answer, each through /chat, judged for facts, refusals, citations and loops, with the
+    answer times.
     """
+    if output is not None and not answers:
+        raise fail("--output writes the answer set's results, which --no-answers skips")
     settings = Settings()
     base = serve_url(settings)
     try:
@@ -711,73 +758,66 @@ def eval_command(
         table.add_row(
             row.what, f"{row.scores.ndcg:.3f}", f"{row.scores.recall:.3f}", rate, str(row.scores.n)
         )
-    console.print(table)
+    if rows:
+        console.print(table)
+    if answers:
+        _evaluate_answers(settings, base, limit, output)
+
+
+def _evaluate_answers(
+    settings: Settings, base: str, limit: int | None, output: Path | None
+) -> None:
+    """Run the answer set (aictl.evaluation.run_answers), print its table, write ``output``."""
+    from aictl.evaluation.run_answers import answers_table, evaluate_answers, write_report
+
+    try:
+        report = asyncio.run(evaluate_answers(settings, base, console, limit))
+    except PlatformError as exc:
+        if exc.code is ErrorCode.UNAVAILABLE:
+            raise fail(
+                f"the platform at {without_userinfo(base)} stopped answering [{exc.message}]"
+            ) from None
+        raise fail(explain(exc, settings)) from None
+    summary = report.summary_figures()
+    console.print(answers_table(summary, f"Answers: the answer set ({report.documents} documents)"))
+    if output is not None:
+        try:
+            write_report(report, output)
+        except OSError as exc:
+            raise fail(f"cannot write {output}: {exc.strerror or exc}") from None
+        console.print(f"Per-question results written to {output}")
 
 
 async def _evaluate(
     settings: Settings, base: str, limit: int | None, answers: bool, candidates: int
 ) -> list[EvalRow]:
-    from aictl.evaluation import (
-        COLLECTION,
-        EVAL_SET,
-        RETRIEVAL_SET,
-        answer_contains,
-        corpus,
-        document_ranking,
-        score_rankings,
-    )
+    from aictl.evaluation import EVAL_SET, answer_contains, document_ranking, score_rankings
+    from aictl.evaluation.run_retrieval import evaluate_retrieval, retrieval_table
     from handler_base.clients import ChatClient, KnowledgeClient
-    from handler_base.rag.documents import chunk_document
 
-    reference = RETRIEVAL_SET[:limit]
     sample = EVAL_SET[:limit]
-    rows = []
+    rows: list[EvalRow] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     async with KnowledgeClient(settings, mode="http", base_url=f"{base}/chat") as knowledge:
         present = {c.name: c.count for c in (await knowledge.collections()).collections}
-        documents = corpus()
-        chunks = sum(len(chunk_document(d)) for d in documents)
-        if present.get(COLLECTION) == chunks:
-            step(f"The Python language reference is in '{COLLECTION}' ({chunks} passages)")
-        else:
-            with Progress(*columns, console=console) as progress:
-                task = progress.add_task(
-                    f"Adding the Python language reference to '{COLLECTION}'",
-                    total=len(documents),
-                )
-                for start in range(0, len(documents), 8):
-                    batch = documents[start : start + 8]
-                    await knowledge.ingest(
-                        {
-                            "collection": COLLECTION,
-                            "documents": [
-                                {"id": d.id, "text": d.text, "metadata": d.metadata} for d in batch
-                            ],
-                        }
-                    )
-                    progress.update(task, advance=len(batch))
         if SAMPLE_COLLECTION not in present:
             step(f"Adding the sample knowledge base to '{SAMPLE_COLLECTION}'")
             await knowledge.ingest(
                 {"collection": SAMPLE_COLLECTION, "documents": sample_documents()}
             )
-        for what, collection, cases in (
-            ("Python reference, search", COLLECTION, reference),
-            ("sample, search", SAMPLE_COLLECTION, sample),
-        ):
-            rankings = []
-            with Progress(*columns, console=console) as progress:
-                task = progress.add_task(f"Searching: {what}", total=len(cases))
-                for case in cases:
-                    found = await knowledge.search(
-                        {"query": case.question, "collection": collection, "top_k": candidates}
-                    )
-                    rankings.append(document_ranking(found.results))
-                    progress.update(task, advance=1)
-            rows.append(EvalRow(what, score_rankings(rankings, [c.relevance for c in cases])))
+        # The retrieval sets: dense alone and the chat's pipeline, with a paired interval.
+        retrieval = await evaluate_retrieval(
+            knowledge,
+            console,
+            limit=limit,
+            candidates=candidates,
+            sample_collection=SAMPLE_COLLECTION,
+        )
+    console.print(retrieval_table(retrieval, candidates))
     if not answers:
         return rows
-    rankings, answered = [], 0
+    rankings: list[list[str]] = []
+    answered = 0
     # An answer takes seconds on a CPU, and longer while other work shares the cores.
     patient = settings.model_copy(update={"http_timeout_s": max(settings.http_timeout_s, 600.0)})
     async with ChatClient(patient, mode="http", base_url=f"{base}/chat") as chat:
@@ -880,12 +920,23 @@ def render_command(
     otlp_endpoint: OtlpOption = None,
     name: Annotated[str, typer.Option(help="The RayService's name.")] = "ai-inference",
     namespace: Annotated[str, typer.Option(help="The RayService's namespace.")] = "ai-ml",
+    llm: LLMOption = None,
 ) -> None:
     """Print the Serve config (`serve deploy`) or the RayService of a profile, validated."""
+    if llm is not None and profile is ProfileName.gpu:
+        raise fail(
+            "--llm chooses the cpu profile's GGUF model; the gpu profile serves a Hugging "
+            "Face-format model folder with vLLM (ray_inference.llm_gpu)"
+        )
+    model = chosen_llm(llm)
     cluster = cluster_options(
         index_url, version, nats_url, milvus_host, otlp_endpoint, name=name, namespace=namespace
     )
-    stack = StackOptions(profile=profile.value, layout=layout.value if layout else None)
+    stack = StackOptions(
+        profile=profile.value,
+        layout=layout.value if layout else None,
+        llm=model.name,
+    )
     document = render(fmt.value, stack, cluster)
     text = to_yaml(document)
     if output is None:

@@ -27,7 +27,13 @@ from handler_base.knowledge import (
     SearchRequest,
     SearchResponse,
 )
-from handler_base.messages import DEFAULT_COLLECTION, MAX_TOP_K, CollectionName, Source
+from handler_base.messages import (
+    DEFAULT_COLLECTION,
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    CollectionName,
+    Source,
+)
 
 __all__ = [
     "MAX_DOCUMENT_CHARS",
@@ -51,7 +57,7 @@ class RagCompletionRequest(ChatCompletionRequest):
     """An OpenAI chat request with the ChatRequest's retrieval options as extra fields."""
 
     collection: CollectionName = DEFAULT_COLLECTION
-    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
     top_n: int = Field(default=5, ge=1, le=MAX_TOP_K)
     filter: KnowledgeFilter | None = None
 

@@ -104,3 +104,16 @@ def test_the_check_starts_with_the_answers_system_message() -> None:
 )
 def test_only_a_no_refuses(reply: str, no: bool) -> None:
     assert says_no(reply) is no
+
+
+@pytest.mark.parametrize("answer", ["[1]", "[1].", " [2] ", ""])
+def test_an_answer_of_no_words_is_held_whole(answer: str) -> None:
+    released, guard = guarded(list(answer))
+    assert "".join(released) == ""
+    assert guard.wordless
+
+
+def test_an_answer_with_words_is_not_wordless() -> None:
+    released, guard = guarded(list("[1] It costs 417 euros."))
+    assert not guard.wordless
+    assert "".join(released) == "[1] It costs 417 euros."

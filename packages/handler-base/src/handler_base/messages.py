@@ -33,6 +33,10 @@ MAX_HISTORY_MESSAGES = 50
 MAX_HISTORY_CHARS = 8000
 """Per message of the history."""
 MAX_TOP_K = 100
+DEFAULT_TOP_K = 20
+"""Candidates a chat request takes from the vector search for the reranker: 20 rather
+than 10, so the reranker can lift a passage that dense search ranked 11th to 20th
+(BENCHMARKS.md, "Retrieval that never loses to dense")."""
 MAX_REQUEST_ID_CHARS = 128
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 """Decoded audio per voice request (the same cap as OpenAI's transcription API)."""
@@ -110,7 +114,7 @@ class Source(_Message):
 
 class _RetrievalOptions(_Message):
     collection: CollectionName = DEFAULT_COLLECTION
-    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
     """Candidates taken from the vector search."""
     top_n: int = Field(default=5, ge=1, le=MAX_TOP_K)
     """Passages kept after reranking."""

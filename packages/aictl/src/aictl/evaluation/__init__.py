@@ -4,6 +4,11 @@ Two sets: :data:`RETRIEVAL_SET`, questions over the Python language reference th
 ships with CPython (:mod:`aictl.evaluation.python_reference`), for retrieval; and
 :data:`EVAL_SET`, questions over the sample knowledge base with the facts a right answer
 states, for answers. One place for both `aictl eval` and ``bench/retrieval.py``.
+
+The answer set lives in its own modules: :mod:`aictl.evaluation.answer_set` (documents
+with distractors; fact, follow-up and unanswerable questions),
+:mod:`aictl.evaluation.answer_check` (the checker: numbers, units, negation, refusals,
+citations, loops) and :mod:`aictl.evaluation.run_answers` (asking it through ``/chat``).
 """
 
 from aictl.evaluation.metrics import (

@@ -78,6 +78,17 @@ class AnswerGuard:
         """The whole answer so far, as it will be released."""
         return self._text
 
+    @property
+    def wordless(self) -> bool:
+        """Whether the answer so far says nothing: no word, at most citations.
+
+        Nothing is released until the first word comes, so an answer that ends wordless
+        (a small model's "[1]") can be replaced whole.
+        """
+        return not any(
+            not m.group().startswith("[") for m in _WORD.finditer(self._text + self._pending)
+        )
+
     def feed(self, piece: str) -> str:
         """Add generated text; returns the text now safe to release."""
         if self.stopped:
@@ -90,8 +101,8 @@ class AnswerGuard:
         return self._release(final=False)
 
     def finish(self) -> str:
-        """The text still held, once the generation has ended."""
-        if self.stopped:
+        """The text still held, once the generation has ended (nothing when wordless)."""
+        if self.stopped or self.wordless:
             return ""
         self._text += self._pending  # never closed: not a citation
         self._pending = ""
@@ -108,6 +119,8 @@ class AnswerGuard:
 
     def _release(self, final: bool) -> str:
         words = [m for m in _WORD.finditer(self._text) if not m.group().startswith("[")]
+        if not words:
+            return ""  # held until the answer says something
         complete = words if final else words[:-1]  # the last word may still grow
         repeat = _repeat_start([w.group().lower() for w in complete], self._repeat_words)
         if repeat is not None:

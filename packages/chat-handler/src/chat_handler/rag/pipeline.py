@@ -313,7 +313,8 @@ class RAGPipeline:
 
         The ChatResponse's ``response`` is the pieces joined. The pieces pass an
         :class:`~chat_handler.rag.grounding.AnswerGuard`: a citation of no passage is
-        dropped, and an answer that starts to loop is cut and its generation stopped.
+        dropped, an answer that starts to loop is cut and its generation stopped, and an
+        answer of no words (a small model's bare "[1]") becomes ``not_found_answer``.
         Close the generator (``aclose()``) when leaving early: the LLM then stops generating.
 
         Raises:
@@ -343,10 +344,15 @@ class RAGPipeline:
                     break
         finally:
             await stream.aclose()
-        if rest := guard.finish():
-            yield rest
+        if guard.wordless:  # nothing but citations, or nothing: it found no answer
+            text = self.config.not_found_answer
+            yield text
+        else:
+            if rest := guard.finish():
+                yield rest
+            text = guard.text
         timings["generate"] = (time.perf_counter() - generate_start) * 1000
-        yield self._response(request, guard.text, plan, timings, start)
+        yield self._response(request, text, plan, timings, start)
 
     @staticmethod
     def _response(
