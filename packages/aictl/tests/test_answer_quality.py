@@ -74,7 +74,7 @@ def by_question(cases: Sequence[Case], *questions: str) -> list[Case]:
         *by_question(
             FACT_QUESTIONS,
             "How much does the Ambervolt Trek 300 cost?",
-            "Which pier does the ferry to Kelvington Island leave from?",
+            "What is the battery capacity of the Trek 300 in watt-hours?",
         ),
         *by_question(FOLLOW_UPS, FOLLOW_UPS[0].question),
     ],
