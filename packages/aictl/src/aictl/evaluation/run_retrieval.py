@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -33,16 +33,9 @@ from aictl.evaluation.metrics import (
 )
 from aictl.evaluation.python_reference import COLLECTION, RETRIEVAL_SET, corpus
 from aictl.evaluation.python_reference_terms import TERMS_SET
+from aictl.evaluation.run_answers import KnowledgeApi, ensure_answer_collection
 from aictl.evaluation.sets import EVAL_SET
 from aictl.evaluation.stats import PairedInterval, paired_bootstrap
-from handler_base.knowledge import (
-    CollectionsResponse,
-    DeleteResponse,
-    IngestRequest,
-    IngestResponse,
-    SearchRequest,
-    SearchResponse,
-)
 from handler_base.messages import DEFAULT_TOP_K
 from handler_base.rag.documents import chunk_document
 
@@ -60,26 +53,6 @@ class Case(Protocol):
     @property
     def relevance(self) -> Mapping[str, int]:
         """The graded relevance of the documents that answer it."""
-        ...
-
-
-class Knowledge(Protocol):
-    """What the retrieval part needs of the knowledge base (``KnowledgeClient`` has it)."""
-
-    async def collections(self) -> CollectionsResponse:
-        """The collections and their chunk counts."""
-        ...
-
-    async def search(self, request: SearchRequest | Mapping[str, Any]) -> SearchResponse:
-        """The passages nearest a query."""
-        ...
-
-    async def ingest(self, request: IngestRequest | Mapping[str, Any]) -> IngestResponse:
-        """Chunk, embed and store documents."""
-        ...
-
-    async def delete_document(self, doc_id: str, collection: str = ...) -> DeleteResponse:
-        """Delete every chunk of a document (the answer set's stale ones)."""
         ...
 
 
@@ -179,7 +152,7 @@ def retrieval_sets(limit: int | None, sample_collection: str) -> list[RetrievalS
     ]
 
 
-async def ensure_reference(knowledge: Knowledge, console: Console) -> None:
+async def ensure_reference(knowledge: KnowledgeApi, console: Console) -> None:
     """Put the Python language reference into its collection unless it is there."""
     present = {c.name: c.count for c in (await knowledge.collections()).collections}
     documents = corpus()
@@ -208,7 +181,7 @@ async def ensure_reference(knowledge: Knowledge, console: Console) -> None:
 
 
 async def search_both_ways(
-    knowledge: Knowledge,
+    knowledge: KnowledgeApi,
     labelled: RetrievalSet,
     candidates: int,
     advance: Callable[[], None] = lambda: None,
@@ -235,7 +208,7 @@ async def search_both_ways(
 
 
 async def evaluate_retrieval(
-    knowledge: Knowledge,
+    knowledge: KnowledgeApi,
     console: Console,
     *,
     limit: int | None,
@@ -251,8 +224,6 @@ async def evaluate_retrieval(
     Raises:
         PlatformError: The knowledge base failed, or the platform does not answer.
     """
-    from aictl.evaluation.run_answers import ensure_answer_collection
-
     await ensure_reference(knowledge, console)
     await ensure_answer_collection(knowledge, lambda line: console.print(f"[bold]==>[/] {line}"))
     results = []
