@@ -94,7 +94,8 @@ async def test_every_set_is_searched_as_dense_and_as_the_pipeline() -> None:
         return max(relevance, key=lambda doc: relevance[doc])
 
     answers = {c.question: first(c.relevance) for c in (*RETRIEVAL_SET, *TERMS_SET)}
-    answers |= {c.question: c.relevant_doc for c in (*FACT_QUESTIONS, *EVAL_SET)}
+    answers |= {c.question: c.relevant_doc for c in FACT_QUESTIONS}
+    answers |= {c.question: c.relevant_doc for c in EVAL_SET}
     answers |= {c.standalone: c.relevant_doc for c in FOLLOW_UPS}
     knowledge = Knowledge(answers)
     output = io.StringIO()
