@@ -2,7 +2,8 @@
 handle against HTTP.
 
 Starts its own local Ray (2 CPUs, loopback) and Serve, deploys ``ray_inference.llm``
-(SmolLM2-135M-Instruct Q4_1 on llama.cpp, cpu profile), and measures through
+(``--llm``: a cpu model by name, the default Qwen2.5-Coder-0.5B on llama.cpp), and
+measures through
 :class:`handler_base.clients.llm.LLMClient`:
 
 * a short completion ("What is the capital of France?", temperature 0, about 8 tokens)
@@ -37,6 +38,7 @@ from _common import (
 )
 from handler_base.clients.llm import LLMClient
 from handler_base.inference import ChatCompletionRequest
+from ray_inference.llm_models import DEFAULT_LLM_MODEL
 
 SHORT = [{"role": "user", "content": "What is the capital of France?"}]
 LONG = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
@@ -151,6 +153,7 @@ def table(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="short completions per path")
+    parser.add_argument("--llm", default=DEFAULT_LLM_MODEL, help="the cpu model, by name")
     parser.add_argument("--long-runs", type=int, default=5, help="long answers per mode/path")
     parser.add_argument("--max-tokens", type=int, default=128, help="length of the long answer")
     parser.add_argument("--quick", action="store_true", help="-n 3, one long run of 32 tokens")
@@ -159,16 +162,17 @@ def main() -> None:
         args.n, args.long_runs, args.max_tokens = 3, 1, 32
 
     from ray_inference.llm import build_app
+    from ray_inference.llm_models import llm_model
 
     with local_serve() as http_url:
-        deploy_model_app(build_app({"profile": "cpu"}), "llm")
+        deploy_model_app(build_app({"profile": "cpu", "model": args.llm}), "llm")
         result = asyncio.run(run(args, f"{http_url}/llm"))
     result["config"] = {
         "n": args.n,
         "long_runs": args.long_runs,
         "max_tokens": args.max_tokens,
         "profile": "cpu",
-        "model": "SmolLM2-135M-Instruct Q4_1 GGUF (llama.cpp, 2 threads, context 2048)",
+        "model": f"{llm_model(args.llm).title} GGUF (llama.cpp, 2 threads, context 2048)",
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
