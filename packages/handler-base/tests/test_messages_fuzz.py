@@ -48,6 +48,8 @@ from handler_base.knowledge import (
     KnowledgeDocument,
     SearchRequest,
     SearchResponse,
+    VocabularyRequest,
+    VocabularyResponse,
 )
 from handler_base.messages import (
     MAX_AUDIO_BYTES,
@@ -262,6 +264,10 @@ VALID: dict[type[BaseModel], st.SearchStrategy[BaseModel]] = {
         collection=collections,
     ),
     DeleteResponse: st.builds(DeleteResponse, deleted=st.integers(0, 10_000)),
+    VocabularyRequest: st.builds(VocabularyRequest, collection=collections),
+    VocabularyResponse: st.builds(
+        VocabularyResponse, collection=collections, terms=st.lists(st.text(max_size=40), max_size=5)
+    ),
     CollectionSummary: st.builds(CollectionSummary, name=collections, count=st.integers(0, 10_000)),
     CollectionsResponse: st.builds(
         CollectionsResponse,
