@@ -21,7 +21,7 @@ call too.
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import Field, ValidationError
 from ray import serve
@@ -70,7 +70,13 @@ from handler_base.inference import (
     completion_id,
 )
 from handler_base.knowledge import VocabularyRequest, VocabularyResponse
-from handler_base.messages import DEFAULT_COLLECTION, ChatRequest, ChatResponse, HistoryMessage
+from handler_base.messages import (
+    COLLECTION_NAME_PATTERN,
+    DEFAULT_COLLECTION,
+    ChatRequest,
+    ChatResponse,
+    HistoryMessage,
+)
 from handler_base.settings import Settings
 from handler_base.telemetry import continue_trace, setup_telemetry
 
@@ -339,7 +345,9 @@ class ChatDeployment:
         return await self.collections()
 
     @api.get("/knowledge/collections/{collection}/vocabulary")
-    async def get_vocabulary(self, collection: str) -> VocabularyResponse:
+    async def get_vocabulary(
+        self, collection: str = Path(pattern=COLLECTION_NAME_PATTERN)
+    ) -> VocabularyResponse:
         """``GET /chat/knowledge/collections/{name}/vocabulary``: see :meth:`vocabulary`."""
         return await self.vocabulary({"collection": collection})
 

@@ -45,7 +45,9 @@ MAX_PIPELINE_PARAMS_CHARS = 64 * 1024
 DEFAULT_COLLECTION = "default"
 
 # Milvus collection names: a letter or underscore first, then letters, digits, underscores.
-CollectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")]
+COLLECTION_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+"""What a collection may be called (Milvus's rule), for bodies and route paths alike."""
+CollectionName = Annotated[str, StringConstraints(pattern=COLLECTION_NAME_PATTERN)]
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_REQUEST_ID_CHARS, pattern=r"^[\x21-\x7e]+$")
 ]

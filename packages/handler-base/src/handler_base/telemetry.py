@@ -305,6 +305,35 @@ def span(
         _stage_histogram().record(elapsed_ms, {"stage": name})
 
 
+def record_stage(
+    name: str,
+    start_ns: int,
+    *,
+    timings: dict[str, float] | None = None,
+    key: str | None = None,
+) -> None:
+    """Record a stage that has just ended as a span from ``start_ns`` to now, and its duration.
+
+    For a stage that spans an async generator's yields, where :func:`span` would stay the
+    current context for the consumer's code too: the span is made after the fact, with the
+    current span as its parent, and is never current.
+
+    Args:
+        name: Span name, e.g. ``"rag.generate"``.
+        start_ns: When the stage began, from :func:`time.time_ns`.
+        timings: When given, the duration in milliseconds is stored there too.
+        key: Key in ``timings``; ``name`` when None.
+    """
+    end_ns = time.time_ns()
+    trace.get_tracer(INSTRUMENTATION_NAME).start_span(name, start_time=start_ns).end(
+        end_time=end_ns
+    )
+    elapsed_ms = (end_ns - start_ns) / 1e6
+    if timings is not None:
+        timings[key or name] = elapsed_ms
+    _stage_histogram().record(elapsed_ms, {"stage": name})
+
+
 _histogram: Histogram | None = None
 
 
